@@ -1,0 +1,1 @@
+//! vdagent message envelopes. (Being filled in.)

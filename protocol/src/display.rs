@@ -1,0 +1,1 @@
+//! Image descriptors and draw structures. (Being filled in.)

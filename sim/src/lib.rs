@@ -1,0 +1,1 @@
+//! Deterministic whole-system simulation on turmoil. Filled in by the simulation issue.
