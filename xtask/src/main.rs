@@ -1,1 +1,53 @@
-fn main() {}
+//! `cargo xtask`: all project automation, one subcommand per chore. Each is a thin call into the
+//! crates (or, for `ci` and `capture`, into the tools they drive).
+
+use clap::{Parser, Subcommand};
+
+mod capture;
+mod ci;
+mod transcript;
+mod util;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "spice-rs automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every test CI runs (installs missing Debian packages when run as root).
+    Ci(ci::Args),
+    /// Run the conformance suite on the bundled corpus.
+    Conformance,
+    /// Record real spice-gtk captures against reference servers into captures/corpus/.
+    Capture(capture::Args),
+    /// Print the typed transcript of a pcap capture.
+    Transcript(transcript::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Ci(a) => ci::run(a),
+        Cmd::Conformance => conformance(),
+        Cmd::Capture(a) => capture::run(a),
+        Cmd::Transcript(a) => transcript::run(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The README's main command. Replay and comparison land with the conformance issue; until then
+/// it says so and runs what exists: decoding the bundled corpus.
+fn conformance() -> anyhow::Result<std::process::ExitCode> {
+    println!("conformance: replay against our server is not built yet (conformance issue).");
+    println!("conformance: decoding every capture of the bundled corpus instead:");
+    transcript::check_corpus()
+}
