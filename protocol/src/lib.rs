@@ -10,6 +10,7 @@
 //! - [`messages`]: one enum of server messages and one of client messages per channel, and
 //!   [`messages::decode`] to decode any of them.
 //! - [`display`]: image descriptors and draw structures carried by display messages.
+//! - [`codec`]: the image codecs (QUIC, LZ, GLZ, LZ4, JPEG).
 //! - [`agent`]: vdagent message envelopes carried in main-channel agent data.
 //!
 //! Architecture invariant: decoding never panics, never reads past the input, and never
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod caps;
+pub mod codec;
 pub mod display;
 pub mod error;
 pub mod header;

@@ -1,0 +1,1 @@
+//! Image codecs: QUIC, LZ, GLZ, LZ4, JPEG. (Being built.)
