@@ -24,8 +24,11 @@ pub const PUBKEY_BYTES: usize = 162;
 pub const ENCRYPTED_TICKET_BYTES: usize = 128;
 /// `SPICE_MAX_PASSWORD_LENGTH`.
 pub const MAX_PASSWORD_LENGTH: usize = 60;
-/// Link messages are small; anything larger is refused before it is buffered.
-pub const MAX_LINK_MESSAGE_SIZE: u32 = 64 * 1024;
+/// Link messages are small; a larger one is refused (`InvalidData`) before it is buffered. The
+/// reference server's limit.
+pub const MAX_LINK_MESSAGE_SIZE: u32 = 4096;
+/// The most capability words of each kind a link message may carry (the reference's limit).
+pub const MAX_CAPS_WORDS: u32 = 1024;
 
 wire_enum! {
     /// `link_err`: the result of a link, also carried by `disconnecting` and
@@ -86,9 +89,9 @@ impl LinkHeader {
         })
     }
 
-    /// The link error a server answers this header with, if any: bad magic is answered by
-    /// closing, a major version other than 2 by `VersionMismatch`, an oversized message by
-    /// `InvalidData`.
+    /// The link error a server answers this header with, if any, as the reference does: bad
+    /// magic `InvalidMagic`, a major version other than 2 `VersionMismatch`, a message size
+    /// below `SpiceLinkMess` or over 4096 bytes `InvalidData`.
     pub fn check(&self) -> Result<(), LinkError> {
         if self.magic != SPICE_MAGIC {
             return Err(LinkError::InvalidMagic);
@@ -145,6 +148,20 @@ impl LinkMess {
         let num_common = r.u32("num_common_caps")?;
         let num_channel = r.u32("num_channel_caps")?;
         let offset = r.u32("caps_offset")?;
+        if num_common > MAX_CAPS_WORDS || num_channel > MAX_CAPS_WORDS {
+            return Err(DecodeError::TooLarge {
+                what: "link capabilities",
+                size: num_common.max(num_channel) as u64,
+                limit: MAX_CAPS_WORDS as u64,
+            });
+        }
+        if (num_common > 0 || num_channel > 0) && (offset as usize) < Self::FIXED_SIZE {
+            return Err(DecodeError::BadOffset {
+                what: "caps_offset inside the fixed part",
+                offset,
+                len: b.len(),
+            });
+        }
         Ok(LinkMess {
             connection_id,
             channel_type,
