@@ -210,7 +210,7 @@ impl ServerLink {
 
     fn fail(&mut self, error: LinkError, reason: impl Into<String>, reply: Reply) {
         match reply {
-            Reply::LinkReply => {
+            Reply::WithKeyBlock => {
                 let r = LinkReply {
                     error,
                     pub_key: [0; PUBKEY_BYTES],
@@ -226,7 +226,7 @@ impl ServerLink {
                 out.extend_from_slice(&body);
                 self.out.push_back(out);
             }
-            Reply::Result => self.out.push_back(error.to_raw().to_le_bytes().to_vec()),
+            Reply::ResultCode => self.out.push_back(error.to_raw().to_le_bytes().to_vec()),
             Reply::Nothing => {}
         }
         self.state = State::Failed;
@@ -259,7 +259,7 @@ impl ServerLink {
                         let reply = if e == LinkError::VersionMismatch && h.major_version == 0 {
                             Reply::Nothing
                         } else {
-                            Reply::LinkReply
+                            Reply::WithKeyBlock
                         };
                         return self.fail(e, format!("bad link header {h:?}"), reply);
                     }
@@ -282,7 +282,7 @@ impl ServerLink {
                             return self.fail(
                                 LinkError::InvalidData,
                                 format!("bad link message: {e}"),
-                                Reply::LinkReply,
+                                Reply::WithKeyBlock,
                             )
                         }
                     }
@@ -296,7 +296,7 @@ impl ServerLink {
                         return self.fail(
                             LinkError::InvalidData,
                             format!("unsupported auth mechanism {mech:?}"),
-                            Reply::LinkReply,
+                            Reply::WithKeyBlock,
                         );
                     }
                     self.state = State::Ticket;
@@ -320,7 +320,7 @@ impl ServerLink {
             return self.fail(
                 LinkError::PermissionDenied,
                 "ticket does not decrypt",
-                Reply::Result,
+                Reply::ResultCode,
             );
         };
         self.key = None;
@@ -333,17 +333,17 @@ impl ServerLink {
                 return self.fail(
                     LinkError::PermissionDenied,
                     "ticketing enabled but no password set",
-                    Reply::Result,
+                    Reply::ResultCode,
                 );
             }
             if expires_at_ms.is_some_and(|t| t < now_ms) {
-                return self.fail(LinkError::PermissionDenied, "ticket expired", Reply::Result);
+                return self.fail(LinkError::PermissionDenied, "ticket expired", Reply::ResultCode);
             }
             if pw != password.as_bytes() {
                 return self.fail(
                     LinkError::PermissionDenied,
                     "invalid password",
-                    Reply::Result,
+                    Reply::ResultCode,
                 );
             }
         }
@@ -398,7 +398,7 @@ impl ServerLink {
     /// `ChannelNotAvailable` in a link reply, which clients report more clearly.
     pub fn refuse(&mut self, error: LinkError, reason: impl Into<String>) {
         if self.state == State::AwaitAccept {
-            self.fail(error, reason, Reply::LinkReply);
+            self.fail(error, reason, Reply::WithKeyBlock);
         }
     }
 
@@ -415,15 +415,18 @@ impl ServerLink {
             self.fail(
                 result,
                 format!("link refused: {}", result.name()),
-                Reply::Result,
+                Reply::ResultCode,
             );
         }
     }
 }
 
 enum Reply {
-    LinkReply,
-    Result,
+    /// A `SpiceLinkReply` carrying the error and a zeroed key.
+    WithKeyBlock,
+    /// The 4-byte link result.
+    ResultCode,
+    /// Close without a word.
     Nothing,
 }
 
