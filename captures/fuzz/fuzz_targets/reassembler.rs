@@ -17,7 +17,10 @@ fuzz_target!(|segs: Vec<Seg>| {
     let mut r = Reassembler::new();
     let mut pieces = vec![];
     for (i, s) in segs.iter().enumerate() {
-        let origin = Origin { frame: i as u64 + 1, ..Origin::default() };
+        let origin = Origin {
+            frame: i as u64 + 1,
+            ..Origin::default()
+        };
         r.push(s.seq, s.flags, &s.payload, s.missing as usize, origin);
         pieces.extend(r.take());
     }

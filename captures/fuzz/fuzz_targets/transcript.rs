@@ -21,7 +21,15 @@ fuzz_target!(|segs: Vec<Seg>| {
     let mut w = PcapWriter::new(linktype::ETHERNET);
     let mut seq = [1000u32, 5000u32];
     let mut emit = |src, dst, seq: u32, fl, payload: &[u8]| {
-        let p = TcpPacket { src, dst, seq, ack: 0, flags: fl, payload, missing: 0 };
+        let p = TcpPacket {
+            src,
+            dst,
+            seq,
+            ack: 0,
+            flags: fl,
+            payload,
+            missing: 0,
+        };
         w.frame(Timestamp::default(), &build_frame(linktype::ETHERNET, &p));
     };
     emit(c, s, 999, flags::SYN, &[]);
