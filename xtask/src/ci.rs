@@ -13,7 +13,7 @@
 
 use std::process::{Command, ExitCode};
 
-use crate::util::{have, root, run};
+use crate::util::{have, root, run as sh};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,11 +36,11 @@ pub fn run_ci(a: &Args) -> anyhow::Result<()> {
     ensure_packages(a.no_install)?;
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(&cargo)
+    sh(Command::new(&cargo)
         .current_dir(&root)
         .args(["fmt", "--all", "--", "--check"]))?;
     if !a.no_clippy {
-        run(Command::new(&cargo).current_dir(&root).args([
+        sh(Command::new(&cargo).current_dir(&root).args([
             "clippy",
             "--workspace",
             "--all-targets",
@@ -50,13 +50,13 @@ pub fn run_ci(a: &Args) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    run(Command::new(&cargo)
+    sh(Command::new(&cargo)
         .current_dir(&root)
         .args(["test", "--workspace", "--no-fail-fast"]))?;
     for krate in FUZZ_CRATES {
         let manifest = root.join(krate).join("Cargo.toml");
         if manifest.exists() {
-            run(Command::new(&cargo)
+            sh(Command::new(&cargo)
                 .current_dir(&root)
                 .arg("check")
                 .arg("--quiet")
