@@ -337,7 +337,11 @@ impl ServerLink {
                 );
             }
             if expires_at_ms.is_some_and(|t| t < now_ms) {
-                return self.fail(LinkError::PermissionDenied, "ticket expired", Reply::ResultCode);
+                return self.fail(
+                    LinkError::PermissionDenied,
+                    "ticket expired",
+                    Reply::ResultCode,
+                );
             }
             if pw != password.as_bytes() {
                 return self.fail(
