@@ -50,9 +50,11 @@ pub fn run_ci(a: &Args) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    sh(Command::new(&cargo)
-        .current_dir(&root)
-        .args(["test", "--workspace", "--no-fail-fast"]))?;
+    let totals = run_tests(Command::new(&cargo).current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+    ]))?;
     for krate in FUZZ_CRATES {
         let manifest = root.join(krate).join("Cargo.toml");
         if manifest.exists() {
@@ -66,13 +68,94 @@ pub fn run_ci(a: &Args) -> anyhow::Result<()> {
                 .arg(root.join("target").join("fuzz-check")))?;
         }
     }
+    // The closing line CI reads: every test binary's counts added up.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     Ok(())
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     run_ci(&a)?;
-    println!("xtask ci: all checks passed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Test counts summed over every `test result:` line cargo prints.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Add the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run `cargo test`, echoing its output, and sum the results; error if it fails.
+fn run_tests(cmd: &mut Command) -> anyhow::Result<Totals> {
+    use std::io::BufRead;
+    eprintln!("$ {}", crate::util::describe(cmd));
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut totals = Totals::default();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() || totals.failed > 0 {
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
+        anyhow::bail!("cargo test failed with {status}");
+    }
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 55 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.06s");
+        t.add_line(
+            "test result: FAILED. 1 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 3 tests");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 56,
+                failed: 2,
+                ignored: 3
+            }
+        );
+    }
 }
 
 fn is_root() -> bool {
