@@ -135,29 +135,6 @@ fn run_tests(cmd: &mut Command) -> anyhow::Result<Totals> {
     Ok(totals)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn totals_add_up_cargo_result_lines() {
-        let mut t = Totals::default();
-        t.add_line("test result: ok. 55 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.06s");
-        t.add_line(
-            "test result: FAILED. 1 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out",
-        );
-        t.add_line("running 3 tests");
-        assert_eq!(
-            t,
-            Totals {
-                passed: 56,
-                failed: 2,
-                ignored: 3
-            }
-        );
-    }
-}
-
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -190,4 +167,27 @@ fn ensure_packages(no_install: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::util::apt_install(&missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 55 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.06s");
+        t.add_line(
+            "test result: FAILED. 1 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 3 tests");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 56,
+                failed: 2,
+                ignored: 3
+            }
+        );
+    }
 }
