@@ -166,12 +166,7 @@ impl<'a> Reader<'a> {
 
     /// Read a pointer (u32 offset) and the `T` it points to; `None` for a null pointer.
     pub fn ptr<T: Decode>(&mut self, what: &'static str) -> Result<Option<T>> {
-        let off = self.u32(what)?;
-        if off == 0 {
-            return Ok(None);
-        }
-        let mut sub = self.at_offset(off, what)?;
-        T::decode(&mut sub).map(Some)
+        self.ptr_with(what, |r| T::decode(r))
     }
 
     /// Read a pointer that may not be null.
@@ -188,6 +183,15 @@ impl<'a> Reader<'a> {
         let off = self.u32(what)?;
         if off == 0 {
             return Ok(None);
+        }
+        // A pointer's target starts inside the message, as the reference demarshaller requires
+        // (an empty target is written as a null pointer, never as an offset at the end).
+        if off as usize >= self.msg.len() {
+            return Err(DecodeError::BadOffset {
+                what,
+                offset: off,
+                len: self.msg.len(),
+            });
         }
         let mut sub = self.at_offset(off, what)?;
         f(&mut sub).map(Some)

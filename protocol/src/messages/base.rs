@@ -111,6 +111,9 @@ wire_struct! {
 }
 
 /// `notify`: a message for the user. `what` is an error, warning or info code.
+///
+/// spice-server writes `message_len` (the text's length) and then the text *with* its NUL
+/// terminator; we do the same, and on decoding drop one NUL that follows the text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, arbitrary::Arbitrary)]
 pub struct Notify {
     pub time_stamp: u64,
@@ -128,6 +131,7 @@ impl Encode for Notify {
         w.u32(self.what);
         w.u32(self.message.len() as u32);
         w.bytes(&self.message);
+        w.u8(0);
     }
 }
 impl Decode for Notify {
@@ -138,12 +142,17 @@ impl Decode for Notify {
         let visibility = NotifyVisibility::decode(r)?;
         let what = r.u32("notify what")?;
         let len = r.u32("notify message_len")?;
+        let message = r.bytes(len as u64, "notify message")?.into();
+        if r.left() > 0 {
+            // The reference's NUL terminator (counted outside message_len).
+            r.u8("notify NUL")?;
+        }
         Ok(Notify {
             time_stamp,
             severity,
             visibility,
             what,
-            message: r.bytes(len as u64, "notify message")?.into(),
+            message,
         })
     }
 }
