@@ -1,0 +1,1 @@
+//! LZ: SPICE's per-image LZ77 codec (being built).
