@@ -13,6 +13,7 @@
 //!   255), distance from the next byte and `c & 31`, or a 16-bit big-endian far distance after
 //!   the escape `c & 31 == 31, byte == 255`. Lengths are biased by the type's minimum match
 //!   (3 units for bytes, 2 for RGB16, 1 for RGB24/32) and distances by 1; distance 1 is a run.
+//!
 //! RGBA is the RGB32 stream followed by a second stream of the alpha bytes (XXXA alone is only
 //! the second stream).
 //!
@@ -260,8 +261,8 @@ impl Encoder<'_> {
         self.literal(s);
         self.literal(s + 1);
         self.compress_segment(si, s + 2, 2);
-        for sj in si + 1..segs.len() {
-            self.compress_segment(sj, segs[sj].0, 0);
+        for (sj, &(start, _)) in segs.iter().enumerate().skip(si + 1) {
+            self.compress_segment(sj, start, 0);
         }
     }
 
