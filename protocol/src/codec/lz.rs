@@ -57,7 +57,7 @@ pub enum ImageType {
 }
 
 impl ImageType {
-    fn from_u32(v: u32) -> Option<ImageType> {
+    pub(crate) fn from_u32(v: u32) -> Option<ImageType> {
         Some(match v {
             1 => ImageType::Plt1Le,
             2 => ImageType::Plt1Be,

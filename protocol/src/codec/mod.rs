@@ -1,5 +1,5 @@
 //! Image codecs: the pixel buffer they share ([`Pixmap`]) and the SPICE image compressions
-//! ([`quic`], [`lz`]).
+//! ([`quic`], [`lz`], [`glz`]).
 //!
 //! Owns: the bitstreams of the compressed image payloads, byte-identical to what the reference
 //! encoders in spice-common produce for the same pixels, and decoders for them.
@@ -10,6 +10,7 @@
 //! [`Limits`] and against what the input could possibly encode before allocating, and returns a
 //! [`CodecError`] naming what was wrong.
 
+pub mod glz;
 pub mod lz;
 pub mod quic;
 
@@ -56,6 +57,10 @@ pub enum CodecError {
         codec: &'static str,
         format: PixelFormat,
     },
+    /// A GLZ image refers to an earlier image the decoder does not hold (not received yet, or
+    /// already dropped from the window).
+    #[error("{codec}: referenced image {id} is not in the window")]
+    MissingImage { codec: &'static str, id: u64 },
     /// A pixel buffer's stride or data length does not fit its size and format.
     #[error("pixmap: {what}")]
     BadPixmap { what: &'static str },
