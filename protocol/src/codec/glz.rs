@@ -17,11 +17,16 @@
 //! Decoded images are always 32-bit (palette types through the palette, RGB16 expanded), as
 //! the client renders them, and references between images copy those decoded pixels.
 //!
-//! Owns: [`Decoder`], the client-side window of earlier images. Does not: wait for images that
+//! Owns: [`Encoder`], spice-server's encoder with its shared dictionary, byte-identical to the
+//! reference for the same sequence of images; [`Decoder`], the client-side window of earlier
+//! images. Does not: wait for images that
 //! another display channel has not delivered yet (spice-gtk blocks its coroutine; here the
 //! decode fails with [`CodecError::MissingImage`] and can be retried).
 
 use std::collections::BTreeMap;
+
+mod encoder;
+pub use encoder::{Encoder, MAX_WINDOW_PIXELS};
 
 use super::lz::ImageType;
 use super::{CodecError, Limits, PixelFormat, Pixmap};
@@ -617,8 +622,112 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn encoder_reproduces_reference_streams() {
+        let mut enc = Encoder::new(1 << 20).unwrap();
+        let a = enc
+            .encode(&test_image(PixelFormat::Rgb32, 16, 4, false), true)
+            .unwrap();
+        assert_eq!(a, (0, A.to_vec()));
+        let b = enc
+            .encode(&test_image(PixelFormat::Rgb32, 16, 4, true), false)
+            .unwrap();
+        assert_eq!(b, (1, B.to_vec()));
+        let c = enc
+            .encode(&test_image(PixelFormat::Pal4Be, 9, 3, false), true)
+            .unwrap();
+        assert_eq!(c, (2, C.to_vec()));
+        assert_eq!(enc.window_ids().collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn small_window_evicts_and_decoder_follows() {
+        // 64-pixel images in a 150-pixel window: two fit, the third pushes the oldest out.
+        let mut enc = Encoder::new(150).unwrap();
+        let mut dec = Decoder::default();
+        for i in 0..6 {
+            let img = test_image(PixelFormat::Rgb32, 16, 4, i % 2 == 1);
+            let (id, bytes) = enc.encode(&img, true).unwrap();
+            assert_eq!(id, i);
+            let got = dec.decode(&bytes, &[]).unwrap();
+            assert_eq!(got.pixmap.to_rgba8(&[]), img.to_rgba8(&[]));
+            assert_eq!(got.header.win_head_dist, u32::from(i > 0));
+        }
+        assert_eq!(enc.window_ids().collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(dec.window_ids().collect::<Vec<_>>(), [4, 5]);
+        let big = test_image(PixelFormat::Rgb32, 16, 10, false);
+        assert!(matches!(
+            enc.encode(&big, true),
+            Err(CodecError::TooLarge { .. })
+        ));
+        assert!(Encoder::new(MAX_WINDOW_PIXELS + 1).is_err());
+    }
+
+    fn arb_sequence() -> impl Strategy<Value = Vec<(Pixmap, u32)>> {
+        const FORMATS: [PixelFormat; 9] = [
+            PixelFormat::Rgb32,
+            PixelFormat::Rgba,
+            PixelFormat::Rgb24,
+            PixelFormat::Rgb16,
+            PixelFormat::Pal8,
+            PixelFormat::Pal4Le,
+            PixelFormat::Pal4Be,
+            PixelFormat::Pal1Le,
+            PixelFormat::Pal1Be,
+        ];
+        (
+            0..FORMATS.len(),
+            1u32..30,
+            1u32..5,
+            any::<u64>(),
+            1usize..5,
+            1u32..4,
+        )
+            .prop_map(|(f, w, h, seed, n, chunk)| {
+                let fmt = FORMATS[f];
+                let rb = fmt.row_bytes(w) as usize;
+                let mut s = seed | 1;
+                let mut next = move || {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    s
+                };
+                let mut data: Vec<u8> = (0..rb * h as usize).map(|_| (next() % 4) as u8).collect();
+                (0..n)
+                    .map(|_| {
+                        // Each image is the previous one with a few bytes changed.
+                        for _ in 0..next() % 3 {
+                            let i = (next() % data.len() as u64) as usize;
+                            data[i] = next() as u8;
+                        }
+                        let img = Pixmap::from_data(w, h, fmt, rb, data.clone()).unwrap();
+                        (img, chunk)
+                    })
+                    .collect()
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn encode_decode_identity(seq in arb_sequence()) {
+            let mut enc = Encoder::new(1 << 16).unwrap();
+            let mut dec = Decoder::default();
+            let pal: Vec<u32> = (0..256u32).map(|i| i * 0x0001_0203).collect();
+            for (img, chunk) in &seq {
+                let mut rows = vec![];
+                let mut left = img.height();
+                while left > 0 {
+                    rows.push((*chunk).min(left));
+                    left -= (*chunk).min(left);
+                }
+                let (_, bytes) = enc.encode_chunks(img, true, &rows).unwrap();
+                let got = dec.decode(&bytes, &pal).unwrap();
+                prop_assert_eq!(img.to_rgba8(&pal), got.pixmap.to_rgba8(&pal));
+            }
+        }
 
         #[test]
         fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..120)) {
