@@ -904,6 +904,15 @@ mod tests {
             check_identity(&img, &dec)?;
         }
 
+        /// What a corpus check does: re-encoding a decoded stream reproduces it (bits the
+        /// codec ignores, like RGB16's bit 15 inside references, do not matter).
+        #[test]
+        fn reencoding_decoded_stream_is_identical(img in arb_image(), top_down in any::<bool>()) {
+            let enc = encode(&img, top_down).unwrap();
+            let dec = decode(&enc).unwrap();
+            prop_assert_eq!(encode(&dec.pixmap, dec.header.top_down).unwrap(), enc);
+        }
+
         #[test]
         fn chunked_encode_decode_identity(img in arb_image(), rows in 1u32..4) {
             let mut chunks = vec![];
@@ -993,6 +1002,12 @@ mod tests {
             decode(&enc[..enc.len() - 1]),
             Err(CodecError::Truncated { .. })
         ));
+        // A huge size with a tiny body is refused before allocating.
+        let mut huge = enc.clone();
+        huge[12..16].copy_from_slice(&8_000u32.to_be_bytes());
+        huge[16..20].copy_from_slice(&8_000u32.to_be_bytes());
+        huge[20..24].copy_from_slice(&24_000u32.to_be_bytes());
+        assert!(matches!(decode(&huge), Err(CodecError::TooLarge { .. })));
         let gray = Pixmap::new(2, 2, PixelFormat::Gray8, 10).unwrap();
         assert!(encode(&gray, true).is_err());
     }
