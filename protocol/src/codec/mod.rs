@@ -1,8 +1,9 @@
 //! Image codecs: the pixel buffer they share ([`Pixmap`]) and the SPICE image compressions
 //! ([`quic`], [`lz`], [`glz`]).
 //!
-//! Owns: the bitstreams of the compressed image payloads, byte-identical to what the reference
-//! encoders in spice-common produce for the same pixels, and decoders for them.
+//! Owns: the bitstreams of the compressed image payloads, with encoders byte-identical to the
+//! reference ones (spice-common's quic.c and lz.c, spice-server's glz encoder and dictionary)
+//! for the same pixels, and decoders for them (GLZ with spice-gtk's cross-image window).
 //! Does not: parse SPICE image descriptors or chunk lists (that is [`crate::display`]); a codec
 //! takes the payload bytes that follow the descriptor's `data_size`, already joined.
 //!
@@ -309,6 +310,28 @@ impl Pixmap {
         self.data.get_mut(start..start + n).unwrap_or(&mut [])
     }
 
+    /// The same pixels with the row order reversed (for bottom-up bitmaps).
+    pub fn flipped_vertically(&self) -> Pixmap {
+        let mut data = Vec::with_capacity(self.data.len());
+        for row in self.data.chunks_exact(self.stride).rev() {
+            data.extend_from_slice(row);
+        }
+        Pixmap {
+            data,
+            ..self.clone_header()
+        }
+    }
+
+    fn clone_header(&self) -> Pixmap {
+        Pixmap {
+            width: self.width,
+            height: self.height,
+            format: self.format,
+            stride: self.stride,
+            data: Vec::new(),
+        }
+    }
+
     /// The pixels as R, G, B, A bytes, `width * 4` per row, no padding.
     ///
     /// Palette formats look indices up in `palette` (entries as SPICE sends them: `0x__RRGGBB`;
@@ -423,6 +446,13 @@ mod tests {
         assert_eq!(&px[0..4], [0, 0, 0, 255]);
         assert_eq!(&px[4..8], [255, 0, 0, 255]);
         assert_eq!(&px[8..12], [255, 0, 0, 255]);
+    }
+
+    #[test]
+    fn flip() {
+        let p = Pixmap::from_data(1, 3, PixelFormat::A8, 2, vec![1, 9, 2, 9, 3, 9]).unwrap();
+        assert_eq!(p.flipped_vertically().data(), [3, 9, 2, 9, 1, 9]);
+        assert_eq!(p.flipped_vertically().flipped_vertically(), p);
     }
 
     #[test]
