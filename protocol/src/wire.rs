@@ -306,6 +306,13 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// A sequence: every element inline.
+impl<T: Encode> Encode for Vec<T> {
+    fn encode<'a>(&'a self, w: &mut Writer<'a>) {
+        w.all(self)
+    }
+}
+
 /// Encode `v` as a complete body (with its pointer targets).
 pub fn encode_to_vec<T: Encode + ?Sized>(v: &T) -> Vec<u8> {
     let mut w = Writer::new();
@@ -455,6 +462,10 @@ macro_rules! wire_enum {
                     other => $name::Unknown(other),
                 }
             }
+            /// Write the value (by value: usable on temporaries).
+            pub fn write(self, w: &mut $crate::wire::Writer<'_>) {
+                w.bytes(&self.to_raw().to_le_bytes())
+            }
             /// The name spice.proto gives this value ("unknown" if not known).
             pub const fn name(self) -> &'static str {
                 match self {
@@ -512,6 +523,10 @@ macro_rules! wire_flags {
             $( $(#[$fmeta])* pub const $flag: $name = $name($value); )*
             /// No bit set.
             pub const EMPTY: $name = $name(0);
+            /// Write the bits (by value: usable on temporaries).
+            pub fn write(self, w: &mut $crate::wire::Writer<'_>) {
+                w.bytes(&self.0.to_le_bytes())
+            }
             /// The raw bits.
             pub const fn bits(self) -> $repr {
                 self.0
