@@ -31,11 +31,10 @@ use spice_proto::link::{
     LinkHeader, LinkMess, LinkReply, ENCRYPTED_TICKET_BYTES, SPICE_MAGIC,
 };
 use spice_proto::messages as m;
-use spice_proto::{ChannelType, Direction};
+use spice_proto::messages::MainServer;
+use spice_proto::{AnyMessage, ChannelType, Direction};
 use std::collections::BTreeMap;
 
-/// `SPICE_MSG_MAIN_INIT`: its body starts with the session id.
-const MAIN_INIT: u16 = 103;
 /// Messages a resynchronisation chain needs before a segment end proves it.
 const RESYNC_MIN_CHAIN: u32 = 2;
 /// Largest body a resynchronisation candidate may announce.
@@ -693,12 +692,10 @@ pub fn group(channels: Vec<Channel>) -> Vec<Session> {
     let mut sessions: Vec<Session> = vec![];
     for ch in channels {
         let id = if ch.channel_type == ChannelType::Main && ch.link.mess.connection_id == 0 {
-            ch.messages
-                .iter()
-                .find(|m| m.dir == Direction::ServerToClient && m.msg_type == MAIN_INIT)
-                .and_then(|m| m.body.get(..4))
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
+            ch.messages.iter().find_map(|m| match &m.decoded {
+                Ok(AnyMessage::MainServer(MainServer::Init(init))) => Some(init.session_id),
+                _ => None,
+            })
         } else {
             Some(ch.link.mess.connection_id)
         };
