@@ -189,7 +189,7 @@ fn cross_check(file: &Path) -> Result<bool, String> {
             file_name.as_deref() == Some(*f)
                 && *c == chan
                 && *d == k.2
-                && ty.is_none_or(|t| t == k.3)
+                && ty.map_or(true, |t| t == k.3)
         });
         if a != b && !known {
             diffs.push(format!(
