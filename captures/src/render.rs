@@ -125,6 +125,12 @@ pub fn message_line(session: Option<u32>, c: &Channel, m: &MessageRecord) -> Str
         m.msg_type,
         m.size
     );
+    push_outcome(&mut s, m);
+    s
+}
+
+/// " error: ..." for a message that failed to decode, " unknown" for an unknown type.
+fn push_outcome(s: &mut String, m: &MessageRecord) {
     match &m.decoded {
         Err(e) => {
             let _ = write!(s, " error: {e}");
@@ -132,7 +138,6 @@ pub fn message_line(session: Option<u32>, c: &Channel, m: &MessageRecord) -> Str
         Ok(d) if d.is_unknown() => s.push_str(" unknown"),
         Ok(_) => {}
     }
-    s
 }
 
 /// The first `n` messages of every channel (for snapshots), without timestamps.
@@ -156,13 +161,7 @@ pub fn first_messages(t: &Transcript, n: usize) -> String {
                 m.msg_type,
                 m.size
             );
-            match &m.decoded {
-                Err(e) => {
-                    let _ = write!(s, " error: {e}");
-                }
-                Ok(d) if d.is_unknown() => s.push_str(" unknown"),
-                Ok(_) => {}
-            }
+            push_outcome(&mut s, m);
             s.push('\n');
         }
     }
