@@ -1,1 +1,6 @@
-//! Simulated VD-Interface back-ends and the `spice-server` binary. Filled in by the server issue.
+//! Simulated VD-Interface back-ends (the VMM side of the server library) and the
+//! `spice-server` binary that serves them.
+//!
+//! - [`input`]: keyboard, mouse and tablet that record every event into an [`input::EventLog`].
+
+pub mod input;

@@ -1,11 +1,17 @@
 //! spice-server: the SPICE server library a VMM embeds.
 //!
-//! Built so far: [`link`], the server side of the link stage and SPICE ticket auth, as a sans-IO
-//! state machine; [`channel::core`], what every channel connection shares (framing, serials,
-//! ack flow control, pings, bounded output); [`vdi`], the input and char-device traits a VMM
-//! implements. To come (server issue): the QXL interface and guest memory, each channel's state
-//! machine and the async shell.
+//! - [`server`]: the server object (sessions, connections, devices) as a sans-IO state machine.
+//! - [`net`]: the thin async shell that drives it over any `AsyncRead + AsyncWrite` streams.
+//! - [`link`]: the server side of the link stage and SPICE ticket auth.
+//! - [`channel`]: one state machine per channel connection, on a shared [`channel::core`].
+//! - [`display`]: the display state all clients share.
+//! - [`vdi`]: the traits a VMM implements for its devices.
 
 pub mod channel;
+pub mod display;
 pub mod link;
+pub mod net;
+pub mod server;
 pub mod vdi;
+
+pub use server::{Config, ConnId, ImageCompression, Server};

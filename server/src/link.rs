@@ -57,6 +57,7 @@ impl std::fmt::Debug for Ticketing {
 }
 
 /// An RSA-1024 key pair for one link, with its public key in the wire form.
+#[derive(Clone)]
 pub struct TicketKey {
     private: RsaPrivateKey,
     public_der: [u8; PUBKEY_BYTES],

@@ -68,6 +68,9 @@ pub struct ChannelCore {
     ping: PingState,
     ping_id: u32,
     roundtrip_ms: Option<u64>,
+    /// Pongs answering pings the channel sent itself ([`ChannelCore::send_ping`]), with the
+    /// time they arrived.
+    other_pongs: Vec<(spice_proto::messages::base::Pong, u64)>,
     out: VecDeque<Vec<u8>>,
     out_bytes: usize,
     output_cap: usize,
@@ -88,6 +91,7 @@ impl ChannelCore {
             },
             ping_id,
             roundtrip_ms: None,
+            other_pongs: Vec::new(),
             out: VecDeque::new(),
             out_bytes: 0,
             output_cap: DEFAULT_OUTPUT_CAP,
@@ -160,6 +164,22 @@ impl ChannelCore {
     /// wait; control messages may be sent regardless.
     pub fn send<M: Message>(&mut self, m: &M) {
         self.push(m.msg_type(), &m.to_body());
+    }
+
+    /// Send a ping of the channel's own (the main channel's bandwidth test): `id` must differ
+    /// from the core's ping id; its pong is returned by [`take_pongs`](Self::take_pongs).
+    pub fn send_ping(&mut self, id: u32, data_len: usize, now_ms: u64) {
+        let ping = BaseServer::Ping(Ping {
+            id,
+            timestamp: now_ms.saturating_mul(1_000_000),
+            data: vec![0; data_len].into(),
+        });
+        self.push(ping.msg_type(), &encode_base(&ping));
+    }
+
+    /// Pongs for pings sent with [`send_ping`](Self::send_ping), with their arrival times.
+    pub fn take_pongs(&mut self) -> Vec<(spice_proto::messages::base::Pong, u64)> {
+        std::mem::take(&mut self.other_pongs)
     }
 
     /// Bytes to write to the client, in order.
@@ -238,7 +258,9 @@ impl ChannelCore {
             }
             BaseClient::Pong(p) => {
                 if p.id != self.ping_id {
-                    tracing::debug!(got = p.id, want = self.ping_id, "pong for another ping");
+                    if self.other_pongs.len() < 64 {
+                        self.other_pongs.push((p, now_ms));
+                    }
                     return;
                 }
                 match self.ping {

@@ -1,6 +1,11 @@
 //! Channel state machines, one per channel connection, all sans-IO.
 //!
-//! Built so far: [`core`], the base-channel behaviour every channel shares. The main, display,
-//! inputs, cursor, playback, record and spicevmc channels come with the server issue.
+//! [`core`] is the base-channel behaviour every channel shares; [`main`], [`inputs`],
+//! [`display`] and [`cursor`] are the channels. Each implements the server's internal
+//! `ChannelImpl` (bytes in, a pump that produces what can be sent now).
 
 pub mod core;
+pub mod cursor;
+pub mod display;
+pub mod inputs;
+pub mod main;

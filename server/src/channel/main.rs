@@ -1,0 +1,234 @@
+//! The main channel: session start (`init`, `name`, `uuid`), the channel list, mouse mode
+//! requests, the bandwidth test, and (later) agent data.
+//!
+//! What the reference sends, in order, on a new main channel (spice-gtk ↔ QEMU capture):
+//! `init`, `name`, `uuid` (if the client has `NAME_AND_UUID`), a warm-up and a latency ping
+//! (empty), then on the latency pong a 256000-byte ping to measure bandwidth; `channels_list`
+//! answers `attach_channels`; the periodic ping pair follows from the channel core.
+//!
+//! Must not: reach devices other than through [`Shared`]; do IO.
+
+use spice_proto::caps;
+use spice_proto::messages::main::{
+    ChannelId, ChannelsList, MainInit, MainMouseMode, MainName, MouseMode,
+};
+use spice_proto::messages::{MainClient, MainServer, Message};
+
+use crate::channel::core::{ChannelCore, ChannelError};
+use crate::link::Linked;
+use crate::server::{ChannelImpl, Shared};
+
+/// `NET_TEST_BYTES`: the payload of the bandwidth ping.
+pub const NET_TEST_BYTES: usize = 256_000;
+/// The agent token window the reference announces (`REDS_AGENT_WINDOW_SIZE`).
+pub const AGENT_TOKENS: u32 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetTest {
+    /// Warm-up and latency pings are out.
+    Warmup,
+    Latency {
+        sent_ms: u64,
+    },
+    Rate {
+        sent_ms: u64,
+        latency_ms: u64,
+    },
+    Done,
+}
+
+/// One client's main channel.
+pub struct MainChannel {
+    core: ChannelCore,
+    session_id: u32,
+    net_ping_id: u32,
+    net: NetTest,
+    /// Bits per second measured by the bandwidth test.
+    bitrate: Option<u64>,
+    channel_list: Vec<ChannelId>,
+    list_wanted: bool,
+    mouse_mode_seen: u64,
+}
+
+impl MainChannel {
+    pub(crate) fn new(
+        mut core: ChannelCore,
+        linked: &Linked,
+        session_id: u32,
+        net_ping_id: u32,
+        channel_list: Vec<ChannelId>,
+        shared: &Shared,
+        now_ms: u64,
+    ) -> Self {
+        let display = u32::from(shared.display.has_device());
+        core.send(&MainServer::Init(MainInit {
+            session_id,
+            display_channels_hint: display,
+            supported_mouse_modes: u32::from(shared.supported_mouse_modes().bits()),
+            current_mouse_mode: u32::from(shared.mouse_mode.bits()),
+            agent_connected: 0,
+            agent_tokens: AGENT_TOKENS,
+            multi_media_time: now_ms as u32,
+            ram_hint: 0,
+        }));
+        if linked.mess.caps.has_channel(caps::main::NAME_AND_UUID) {
+            if let Some(name) = &shared.cfg.name {
+                core.send(&MainServer::Name(MainName::new(name)));
+            }
+            if let Some(uuid) = shared.cfg.uuid {
+                core.send(&MainServer::Uuid(uuid));
+            }
+        }
+        core.send_ping(net_ping_id, 0, now_ms);
+        core.send_ping(net_ping_id, 0, now_ms);
+        MainChannel {
+            core,
+            session_id,
+            net_ping_id,
+            net: NetTest::Warmup,
+            bitrate: None,
+            channel_list,
+            list_wanted: false,
+            mouse_mode_seen: shared.mouse_mode_generation,
+        }
+    }
+
+    pub fn core(&self) -> &ChannelCore {
+        &self.core
+    }
+
+    pub fn session_id(&self) -> u32 {
+        self.session_id
+    }
+
+    /// The bandwidth the test measured, in bits per second.
+    pub fn bitrate(&self) -> Option<u64> {
+        self.bitrate
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.core.poll_timeout()
+    }
+
+    fn net_pongs(&mut self, now_ms: u64) {
+        for (pong, at) in self.core.take_pongs() {
+            if pong.id != self.net_ping_id {
+                tracing::debug!(id = pong.id, "pong for an unknown ping");
+                continue;
+            }
+            let sent_ms = pong.timestamp / 1_000_000;
+            self.net = match self.net {
+                NetTest::Warmup => NetTest::Latency { sent_ms },
+                NetTest::Latency { .. } => {
+                    let latency_ms = at.saturating_sub(sent_ms);
+                    self.core
+                        .send_ping(self.net_ping_id, NET_TEST_BYTES, now_ms);
+                    NetTest::Rate {
+                        sent_ms: now_ms,
+                        latency_ms,
+                    }
+                }
+                NetTest::Rate {
+                    sent_ms,
+                    latency_ms,
+                } => {
+                    let elapsed = at.saturating_sub(sent_ms).saturating_sub(latency_ms).max(1);
+                    let bps = (NET_TEST_BYTES as u64 * 8 * 1000) / elapsed;
+                    tracing::debug!(session = self.session_id, bps, latency_ms, "net test");
+                    self.bitrate = Some(bps);
+                    NetTest::Done
+                }
+                NetTest::Done => NetTest::Done,
+            };
+        }
+    }
+
+    fn handle(&mut self, m: MainClient, shared: &mut Shared) -> Result<(), ChannelError> {
+        match m {
+            MainClient::AttachChannels => self.list_wanted = true,
+            MainClient::MouseModeRequest(mode) => {
+                let want = if mode == MouseMode::CLIENT {
+                    if shared.supported_mouse_modes().contains(MouseMode::CLIENT) {
+                        Some(MouseMode::CLIENT)
+                    } else {
+                        tracing::info!(
+                            session = self.session_id,
+                            "client mouse mode refused: no tablet"
+                        );
+                        None
+                    }
+                } else if mode == MouseMode::SERVER {
+                    Some(MouseMode::SERVER)
+                } else {
+                    tracing::info!(?mode, "unsupported mouse mode request");
+                    None
+                };
+                if let Some(want) = want {
+                    if want != shared.mouse_mode {
+                        shared.mouse_mode = want;
+                        shared.mouse_mode_generation += 1;
+                    }
+                }
+            }
+            MainClient::ClientInfo(_) | MainClient::QualityIndicator(_) => {}
+            MainClient::AgentStart(_) | MainClient::AgentData(_) | MainClient::AgentToken(_) => {
+                // No agent is attached: the reference drops agent traffic then too.
+            }
+            MainClient::MigrateConnected
+            | MainClient::MigrateConnectError
+            | MainClient::MigrateEnd
+            | MainClient::MigrateDstDoSeamless(_)
+            | MainClient::MigrateConnectedSeamless => {
+                tracing::info!(
+                    session = self.session_id,
+                    msg = m.name(),
+                    "migration is not supported; ignored"
+                );
+            }
+            MainClient::Base(_) => {}
+            MainClient::Unknown { msg_type, .. } => {
+                return Err(ChannelError::Protocol(format!(
+                    "unknown main message type {msg_type}"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChannelImpl for MainChannel {
+    fn core_mut(&mut self) -> &mut ChannelCore {
+        &mut self.core
+    }
+
+    fn handle_bytes(
+        &mut self,
+        data: &[u8],
+        shared: &mut Shared,
+        now_ms: u64,
+    ) -> Result<(), ChannelError> {
+        let msgs = self.core.handle_bytes(data, now_ms)?;
+        self.net_pongs(now_ms);
+        for raw in msgs {
+            let m = MainClient::decode(raw.header.msg_type, &raw.body)?;
+            self.handle(m, shared)?;
+        }
+        Ok(())
+    }
+
+    fn pump(&mut self, shared: &mut Shared, _now_ms: u64) {
+        if self.list_wanted {
+            self.list_wanted = false;
+            self.core.send(&MainServer::ChannelsList(ChannelsList {
+                channels: self.channel_list.clone(),
+            }));
+        }
+        if self.mouse_mode_seen != shared.mouse_mode_generation {
+            self.mouse_mode_seen = shared.mouse_mode_generation;
+            self.core.send(&MainServer::MouseMode(MainMouseMode {
+                supported_modes: shared.supported_mouse_modes(),
+                current_mode: shared.mouse_mode,
+            }));
+        }
+    }
+}
