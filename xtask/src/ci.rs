@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: everything CI checks, in the order a failure is cheapest to see.
 //!
-//! 1. The Debian packages the tests need (tshark for the dissector cross-check). As root they are
+//! 1. The Debian packages the tests need (tshark, the real spice-gtk client and its GI bindings). As root they are
 //!    installed when missing; otherwise the command stops and names them. Without `CI` set, a
 //!    test that needs a missing tool skips with a printed reason instead.
 //! 2. `cargo fmt --check`.
@@ -25,8 +25,42 @@ pub struct Args {
     pub no_clippy: bool,
 }
 
-/// Debian packages the test suite drives, with the program that shows each is there.
-const PACKAGES: &[(&str, &str)] = &[("tshark", "tshark")];
+/// How to tell a Debian package is installed.
+enum Probe {
+    /// A program on PATH.
+    Program(&'static str),
+    /// A Python statement `/usr/bin/python3` runs without error.
+    Python(&'static str),
+}
+
+/// Debian packages the test suite drives, with what shows each is there.
+const PACKAGES: &[(&str, Probe)] = &[
+    // The dissector cross-checks of captures (ours and the corpus).
+    ("tshark", Probe::Program("tshark")),
+    // The real client: spice-gtk through GObject introspection (scripted sessions against our
+    // server) and spicy-screenshot (screens compared with the fake devices' framebuffers).
+    ("python3-gi", Probe::Python("import gi")),
+    (
+        "gir1.2-spiceclientglib-2.0",
+        Probe::Python(
+            "import gi; gi.require_version('SpiceClientGLib', '2.0'); \
+             from gi.repository import SpiceClientGLib",
+        ),
+    ),
+    ("spice-client-gtk", Probe::Program("spicy-screenshot")),
+];
+
+fn present(p: &Probe) -> bool {
+    match p {
+        Probe::Program(name) => have(name),
+        Probe::Python(code) => Command::new("/usr/bin/python3")
+            .args(["-c", code])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+    }
+}
 
 /// The fuzz crates, excluded from the workspace (they need their own profile for cargo-fuzz).
 const FUZZ_CRATES: &[&str] = &["protocol/fuzz", "captures/fuzz"];
@@ -147,7 +181,7 @@ fn is_root() -> bool {
 fn ensure_packages(no_install: bool) -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(_, program)| !have(program))
+        .filter(|(_, probe)| !present(probe))
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {

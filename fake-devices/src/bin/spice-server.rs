@@ -1,0 +1,142 @@
+//! `spice-server`: a tiny VMM made of fake devices, served to real SPICE clients.
+//!
+//! ```text
+//! spice-server --listen 127.0.0.1:5900 --disable-ticketing --events-log events.jsonl
+//! ```
+//! prints `listening on ADDR` once the socket is bound (with `:0`, the port the OS picked),
+//! logs through `tracing` to stderr (`RUST_LOG` filters; default `info`), and runs until
+//! Ctrl-C. Exit codes: 0 on a clean stop, 1 on a runtime error, 2 on bad arguments.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use spice_fake_devices::input::{to_json_line, EventLog, FakeKeyboard, FakeMouse, FakeTablet};
+use spice_server::link::Ticketing;
+use spice_server::{Config, ImageCompression, Server};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spice-server",
+    version,
+    about = "A SPICE server over fake devices"
+)]
+struct Args {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:5900")]
+    listen: SocketAddr,
+    /// The SPICE ticket clients must send.
+    #[arg(long, conflicts_with = "disable_ticketing")]
+    password: Option<String>,
+    /// Accept clients without a password.
+    #[arg(long)]
+    disable_ticketing: bool,
+    /// Image compression: off, quic, lz, glz, auto_lz, auto_glz, lz4.
+    #[arg(long, default_value = "auto_glz")]
+    image_compression: ImageCompression,
+    /// Write every input event the fake devices receive to FILE, as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    events_log: Option<PathBuf>,
+    /// The VM name clients show.
+    #[arg(long, default_value = "spice-rs")]
+    name: String,
+    /// Seed of the server's RNG (link keys, session ids). Random unless given: a known seed
+    /// makes the link keys predictable, so use it for reproducing runs only.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if args.password.is_none() && !args.disable_ticketing {
+        eprintln!("spice-server: give --password PASSWORD or --disable-ticketing");
+        return ExitCode::from(2);
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spice-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> std::io::Result<()> {
+    let seed = match args.seed {
+        Some(s) => s,
+        None => {
+            let mut b = [0u8; 8];
+            getrandom::getrandom(&mut b).map_err(std::io::Error::other)?;
+            u64::from_le_bytes(b)
+        }
+    };
+    let cfg = Config {
+        ticketing: match args.password {
+            Some(password) => Ticketing::Password {
+                password,
+                expires_at_ms: None,
+            },
+            None => Ticketing::Disabled,
+        },
+        name: Some(args.name),
+        uuid: Some(uuid_from_seed(seed)),
+        image_compression: args.image_compression,
+        seed,
+        ..Config::default()
+    };
+    let mut server = Server::new(cfg);
+
+    let log = EventLog::new();
+    if let Some(path) = &args.events_log {
+        let mut out = BufWriter::new(File::create(path)?);
+        log.set_sink(move |rec| {
+            // One line per event, flushed at once: tests read the file while we run.
+            let _ = writeln!(out, "{}", to_json_line(rec));
+            let _ = out.flush();
+        });
+    }
+    server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
+    server.set_mouse(Box::new(FakeMouse::new(log.clone())));
+    server.set_tablet(Box::new(FakeTablet::new(log.clone())));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        let addr = listener.local_addr()?;
+        println!("listening on {addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, "serving");
+        let start = tokio::time::Instant::now();
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("stopping");
+        };
+        spice_server::net::serve(&mut server, listener, shutdown, |_| {
+            log.set_now(start.elapsed().as_millis() as u64);
+        })
+        .await
+    })
+}
+
+/// A stable UUID for this run (the reference gets QEMU's `-uuid`).
+fn uuid_from_seed(seed: u64) -> [u8; 16] {
+    let mut u = [0u8; 16];
+    u[..8].copy_from_slice(&seed.to_le_bytes());
+    u[8..].copy_from_slice(&seed.rotate_left(32).to_le_bytes());
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
+}

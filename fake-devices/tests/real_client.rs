@@ -1,0 +1,266 @@
+//! Our `spice-server` against the real spice-gtk client (SpiceClientGLib through python3-gi,
+//! driven by `xtask/scripts/spice_client.py`).
+//!
+//! These need the Debian packages `gir1.2-spiceclientglib-2.0` and `python3-gi`. Without them
+//! the tests print why and pass, unless `CI` is set: CI installs them, so there they must run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether the real client is usable; `false` (after printing why) means skip.
+fn real_client_available() -> bool {
+    let ok = Command::new(PYTHON)
+        .args([
+            "-c",
+            "import gi; gi.require_version('SpiceClientGLib', '2.0'); \
+             from gi.repository import SpiceClientGLib",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "CI is set but SpiceClientGLib (python3-gi, gir1.2-spiceclientglib-2.0) is missing"
+            );
+        }
+        eprintln!("skipped: SpiceClientGLib for {PYTHON} is not installed (apt-get install python3-gi gir1.2-spiceclientglib-2.0)");
+    }
+    ok
+}
+
+/// A running `spice-server`, killed on drop.
+struct ServerProc {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProc {
+    fn start(args: &[&str]) -> ServerProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spice-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start spice-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read spice-server's first line");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        ServerProc { child, port }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the scripted client with `plan` (the `uri` is filled in); returns its JSON report and
+/// whether it exited 0.
+fn run_client(port: u16, mut plan: serde_json::Value, dir: &Path) -> (serde_json::Value, bool) {
+    plan["uri"] = format!("spice://127.0.0.1:{port}").into();
+    let plan_path = dir.join("plan.json");
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/scripts/spice_client.py");
+    let out = Command::new(PYTHON)
+        .arg(&script)
+        .arg(&plan_path)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run spice_client.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!("client report is not JSON ({e}): {text}");
+    });
+    (report, out.status.success())
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("spice-rs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The events log as (device, event fields) without sequence numbers and times.
+fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    // The server writes each line as the event happens; give the last ones a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            let o = v.as_object_mut().unwrap();
+            o.remove("seq");
+            o.remove("t_ms");
+            v
+        })
+        .collect()
+}
+
+fn key(byte: u8) -> serde_json::Value {
+    serde_json::json!({"device": "keyboard", "event": "scancode", "byte": byte})
+}
+
+fn typed(down: &[u8], shift: bool) -> Vec<serde_json::Value> {
+    let mut v = vec![];
+    if shift {
+        v.push(key(0x2a));
+    }
+    for &d in down {
+        v.push(key(d));
+        v.push(key(d | 0x80));
+    }
+    if shift {
+        v.push(key(0xaa));
+    }
+    v
+}
+
+#[test]
+fn scripted_session_reaches_the_devices_in_order_client_mouse_mode() {
+    if !real_client_available() {
+        return;
+    }
+    let dir = tempdir("events-client");
+    let log = dir.join("events.jsonl");
+    let server = ServerProc::start(&["--disable-ticketing", "--events-log", log.to_str().unwrap()]);
+    let plan = serde_json::json!({
+        "mouse_mode": "client", "timeout": 30,
+        "sessions": [{"settle": 1.0, "linger": 0.5, "steps": [
+            {"text": "Hi!"}, {"position": [100, 200]}, {"position": [101, 203]},
+            {"click": 1}, {"click": 3}, {"wheel": "up"}, {"wheel": "down"}, {"key": 0x1c},
+        ]}],
+    });
+    let (report, ok) = run_client(server.port, plan, &dir);
+    assert!(ok, "client failed: {report}");
+    assert_eq!(
+        report["sessions"][0]["mouse_modes"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        "client"
+    );
+    let got = read_events(&log);
+    let tablet = |event: &str, extra: serde_json::Value| {
+        let mut v = serde_json::json!({"device": "tablet", "event": event});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let mut want = vec![];
+    want.extend(typed(&[0x23], true)); // H
+    want.extend(typed(&[0x17], false)); // i
+    want.extend(typed(&[0x02], true)); // !
+    want.push(tablet(
+        "position",
+        serde_json::json!({"x": 100, "y": 200, "display": 0, "buttons": 0}),
+    ));
+    want.push(tablet(
+        "position",
+        serde_json::json!({"x": 101, "y": 203, "display": 0, "buttons": 0}),
+    ));
+    // A press reaches the tablet as wheel(0, buttons) in the reference too; release as buttons.
+    want.push(tablet("wheel", serde_json::json!({"dz": 0, "buttons": 1})));
+    want.push(tablet("tablet_buttons", serde_json::json!({"buttons": 0})));
+    want.push(tablet("wheel", serde_json::json!({"dz": 0, "buttons": 4})));
+    want.push(tablet("tablet_buttons", serde_json::json!({"buttons": 0})));
+    want.push(tablet("wheel", serde_json::json!({"dz": -1, "buttons": 0})));
+    want.push(tablet("tablet_buttons", serde_json::json!({"buttons": 0})));
+    want.push(tablet("wheel", serde_json::json!({"dz": 1, "buttons": 0})));
+    want.push(tablet("tablet_buttons", serde_json::json!({"buttons": 0})));
+    want.extend(typed(&[0x1c], false)); // Enter
+    assert_eq!(got, want, "events log differs from the scripted input");
+}
+
+#[test]
+fn scripted_session_reaches_the_devices_in_order_server_mouse_mode() {
+    if !real_client_available() {
+        return;
+    }
+    let dir = tempdir("events-server");
+    let log = dir.join("events.jsonl");
+    let server = ServerProc::start(&["--disable-ticketing", "--events-log", log.to_str().unwrap()]);
+    let plan = serde_json::json!({
+        "mouse_mode": "server", "timeout": 30,
+        "sessions": [{"settle": 1.0, "linger": 0.5, "steps": [
+            {"motion": [5, -3]}, {"button_press": 1}, {"motion": [7, 2]}, {"button_release": 1},
+            {"wheel": "down"}, {"text": "ok"},
+        ]}],
+    });
+    let (report, ok) = run_client(server.port, plan, &dir);
+    assert!(ok, "client failed: {report}");
+    let got = read_events(&log);
+    let mouse = |event: &str, extra: serde_json::Value| {
+        let mut v = serde_json::json!({"device": "mouse", "event": event});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let mut want = vec![
+        mouse(
+            "motion",
+            serde_json::json!({"dx": 5, "dy": -3, "dz": 0, "buttons": 0}),
+        ),
+        mouse(
+            "motion",
+            serde_json::json!({"dx": 0, "dy": 0, "dz": 0, "buttons": 1}),
+        ),
+        mouse(
+            "motion",
+            serde_json::json!({"dx": 7, "dy": 2, "dz": 0, "buttons": 1}),
+        ),
+        mouse("buttons", serde_json::json!({"buttons": 0})),
+        mouse(
+            "motion",
+            serde_json::json!({"dx": 0, "dy": 0, "dz": 1, "buttons": 0}),
+        ),
+        mouse("buttons", serde_json::json!({"buttons": 0})),
+    ];
+    want.extend(typed(&[0x18], false)); // o
+    want.extend(typed(&[0x25], false)); // k
+    assert_eq!(got, want, "events log differs from the scripted input");
+}
+
+#[test]
+fn wrong_password_is_refused_and_the_right_one_connects() {
+    if !real_client_available() {
+        return;
+    }
+    let dir = tempdir("password");
+    let server = ServerProc::start(&["--password", "s3cret"]);
+    let plan = |pw: &str| {
+        serde_json::json!({"password": pw, "timeout": 20,
+            "sessions": [{"settle": 0.5, "linger": 0.2, "steps": []}]})
+    };
+    let (report, ok) = run_client(server.port, plan("wrong"), &dir);
+    assert!(!ok, "a wrong password connected: {report}");
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains("error-auth"),
+        "expected an auth error, got {errors}"
+    );
+    let (report, ok) = run_client(server.port, plan("s3cret"), &dir);
+    assert!(ok, "the right password failed: {report}");
+    let channels = report["sessions"][0]["channels"].to_string();
+    assert!(channels.contains("inputs"), "no inputs channel: {channels}");
+}
