@@ -68,6 +68,51 @@ impl std::str::FromStr for ImageCompression {
     }
 }
 
+/// A deliberately wrong behaviour, switched on only to prove that the simulator's invariants
+/// and the conformance harness catch it. Never set it in a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakage {
+    /// The inputs channel drops the fifth key message it receives.
+    DropKey,
+    /// The inputs channel swaps two consecutive absolute positions.
+    ReorderInputs,
+    /// The inputs channel offers the wrong capability (no `KEY_SCANCODE`, a stray bit instead).
+    WrongCaps,
+    /// Main's `init` reports the wrong current mouse mode.
+    WrongMouseMode,
+}
+
+impl Breakage {
+    pub const ALL: [Breakage; 4] = [
+        Breakage::DropKey,
+        Breakage::ReorderInputs,
+        Breakage::WrongCaps,
+        Breakage::WrongMouseMode,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Breakage::DropKey => "drop-key",
+            Breakage::ReorderInputs => "reorder-inputs",
+            Breakage::WrongCaps => "wrong-caps",
+            Breakage::WrongMouseMode => "wrong-mouse-mode",
+        }
+    }
+}
+
+impl std::str::FromStr for Breakage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Breakage::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Breakage::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown breakage {s:?} ({})", names.join(", "))
+            })
+    }
+}
+
 /// How a server is set up. Everything a run depends on is here (with the devices and the
 /// times passed in), so the same config and inputs give the same bytes.
 #[derive(Debug, Clone)]
@@ -84,6 +129,8 @@ pub struct Config {
     /// Make a fresh RSA key for every link, as the reference does (true), or one per server
     /// (false: much cheaper under simulation, but a ticket sniffed on one link then opens another).
     pub fresh_key_per_link: bool,
+    /// Test-only: a deliberately broken behaviour ([`Breakage`]).
+    pub breakage: Option<Breakage>,
 }
 
 impl Default for Config {
@@ -96,6 +143,7 @@ impl Default for Config {
             output_cap: DEFAULT_OUTPUT_CAP,
             seed: 0,
             fresh_key_per_link: true,
+            breakage: None,
         }
     }
 }
@@ -150,8 +198,14 @@ enum State {
     Closing,
 }
 
+/// A connection still in the link stage after this long is closed (a client that stalls or
+/// vanishes mid-handshake must not hold a connection forever).
+pub const LINK_TIMEOUT_MS: u64 = 30_000;
+
 struct Conn {
     state: State,
+    /// When it connected.
+    since_ms: u64,
     session: Option<u32>,
     /// Bytes produced and not yet taken (link replies, the final error).
     out: VecDeque<Vec<u8>>,
@@ -221,6 +275,15 @@ impl Server {
         self.shared.mouse_mode
     }
 
+    /// The most bytes queued for any one connection right now.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.conns
+            .keys()
+            .map(|&c| self.queued_bytes(c))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Number of client sessions (a session lives as long as its main channel).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
@@ -255,6 +318,7 @@ impl Server {
         self.conns.insert(
             id,
             Conn {
+                since_ms: now_ms,
                 state: State::Linking(Box::new(link)),
                 session: None,
                 out: VecDeque::new(),
@@ -304,7 +368,8 @@ impl Server {
                 State::Inputs(ch) => ch.core().poll_timeout(),
                 State::Display(ch) => ch.poll_timeout(),
                 State::Cursor(ch) => ch.core().poll_timeout(),
-                State::Linking(_) | State::Closing => None,
+                State::Linking(_) => Some(c.since_ms + LINK_TIMEOUT_MS),
+                State::Closing => None,
             };
             t = match (t, ct) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -321,10 +386,23 @@ impl Server {
         self.shared.display.handle_timeout(now_ms);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
-            self.with_channel(id, |ch, _| {
-                ch.handle_timeout(now_ms);
-                Ok(())
+            let linking_too_long = self.conns.get(&id).is_some_and(|c| {
+                matches!(c.state, State::Linking(_)) && now_ms >= c.since_ms + LINK_TIMEOUT_MS
             });
+            if linking_too_long {
+                tracing::info!(conn = %id, "closing: link stage not finished in {LINK_TIMEOUT_MS} ms");
+                self.drop_conn_output(id);
+                continue;
+            }
+            let dead = self.with_channel(id, |ch, _| {
+                ch.handle_timeout(now_ms);
+                Ok(ch.core_mut().is_dead(now_ms))
+            });
+            if let Some(Ok(true)) = dead {
+                tracing::info!(conn = %id, "closing: no pong for {} ms, the peer is gone",
+                    crate::channel::core::PONG_TIMEOUT_MS);
+                self.drop_conn_output(id);
+            }
         }
         self.pump(now_ms);
     }
@@ -447,7 +525,11 @@ impl Server {
                 c.set_channel(caps::main::NAME_AND_UUID);
             }
             (ChannelType::Inputs, 0) => {
-                c.set_channel(caps::inputs::KEY_SCANCODE);
+                if self.shared.cfg.breakage == Some(Breakage::WrongCaps) {
+                    c.set_channel(7);
+                } else {
+                    c.set_channel(caps::inputs::KEY_SCANCODE);
+                }
             }
             (ChannelType::Display, 0) if self.shared.display.has_device() => {
                 for cap in crate::channel::display::SERVER_CAPS {
@@ -603,6 +685,14 @@ impl Server {
         });
         tracing::warn!(%conn, channel = kind, "closing channel: {e}");
         self.close_conn(conn);
+    }
+
+    /// Close `conn` without writing anything more (the peer is gone or stuck).
+    fn drop_conn_output(&mut self, conn: ConnId) {
+        self.close_conn(conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.clear();
+        }
     }
 
     /// Stop serving `conn` (its queued channel output is dropped) and close it.

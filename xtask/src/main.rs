@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod capture;
 mod ci;
+mod sim;
 mod transcript;
 mod util;
 
@@ -25,6 +26,8 @@ enum Cmd {
     Capture(capture::Args),
     /// Print the typed transcript of a pcap capture.
     Transcript(transcript::Args),
+    /// Run the deterministic simulator over seeds.
+    Sim(sim::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +37,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Conformance => conformance(),
         Cmd::Capture(a) => capture::run(a),
         Cmd::Transcript(a) => transcript::run(a),
+        Cmd::Sim(a) => sim::run(a),
     };
     match res {
         Ok(code) => code,

@@ -24,6 +24,10 @@ pub const ACK_WINDOW: u32 = 20;
 pub const FIRST_PING_MS: u64 = 100;
 /// `PING_TEST_TIMEOUT_MS`: later ping pairs, after each latency measurement.
 pub const PING_INTERVAL_MS: u64 = 15_000;
+/// A peer that has not answered a ping for this long is gone (its TCP stream may be half-open:
+/// the reference relies on TCP keepalive for this; a sans-IO core decides it here, so it also
+/// holds under simulation).
+pub const PONG_TIMEOUT_MS: u64 = 30_000;
 /// The default cap on bytes queued for one channel connection.
 pub const DEFAULT_OUTPUT_CAP: usize = 4 * 1024 * 1024;
 
@@ -67,6 +71,8 @@ pub struct ChannelCore {
     acks: Option<Acks>,
     ping: PingState,
     ping_id: u32,
+    /// When the outstanding ping pair went out.
+    ping_sent_ms: u64,
     roundtrip_ms: Option<u64>,
     /// Pongs answering pings the channel sent itself ([`ChannelCore::send_ping`]), with the
     /// time they arrived.
@@ -90,6 +96,7 @@ impl ChannelCore {
                 at_ms: now_ms + FIRST_PING_MS,
             },
             ping_id,
+            ping_sent_ms: now_ms,
             roundtrip_ms: None,
             other_pongs: Vec::new(),
             out: VecDeque::new(),
@@ -193,8 +200,14 @@ impl ChannelCore {
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.ping {
             PingState::Timer { at_ms } => Some(at_ms),
-            _ => None,
+            _ => Some(self.ping_sent_ms + PONG_TIMEOUT_MS),
         }
+    }
+
+    /// Whether the peer has not answered a ping for [`PONG_TIMEOUT_MS`]: close the connection.
+    pub fn is_dead(&self, now_ms: u64) -> bool {
+        !matches!(self.ping, PingState::Timer { .. })
+            && now_ms >= self.ping_sent_ms + PONG_TIMEOUT_MS
     }
 
     /// Time passed: send the ping pair when due.
@@ -202,6 +215,7 @@ impl ChannelCore {
         if let PingState::Timer { at_ms } = self.ping {
             if now_ms >= at_ms {
                 self.ping = PingState::Warmup;
+                self.ping_sent_ms = now_ms;
                 for _ in 0..2 {
                     let ping = BaseServer::Ping(Ping {
                         id: self.ping_id,

@@ -21,7 +21,7 @@ use spice_proto::messages::{InputsClient, InputsServer, Message};
 
 use crate::channel::core::{ChannelCore, ChannelError};
 use crate::link::Linked;
-use crate::server::{ChannelImpl, Shared};
+use crate::server::{Breakage, ChannelImpl, Shared};
 
 /// `SPICE_INPUT_MOTION_ACK_BUNCH`.
 pub const MOTION_ACK_BUNCH: u32 = 4;
@@ -36,6 +36,9 @@ pub struct InputsChannel {
     motions: u32,
     /// The LED state last sent to this client.
     leds_sent: KeyboardModifiers,
+    /// Test-only breakage state: key messages seen, a held-back position.
+    keys_seen: u32,
+    held: Option<spice_proto::messages::inputs::MousePosition>,
 }
 
 impl InputsChannel {
@@ -49,6 +52,8 @@ impl InputsChannel {
             core,
             motions: 0,
             leds_sent: leds,
+            keys_seen: 0,
+            held: None,
         }
     }
 
@@ -65,6 +70,39 @@ impl InputsChannel {
 
     fn handle(&mut self, m: InputsClient, shared: &mut Shared) -> Result<(), ChannelError> {
         let client_mode = shared.mouse_mode == MouseMode::CLIENT;
+        let m = match (shared.cfg.breakage, m) {
+            (Some(Breakage::DropKey), InputsClient::KeyDown(c)) => {
+                self.keys_seen += 1;
+                if self.keys_seen == 5 {
+                    return Ok(());
+                }
+                InputsClient::KeyDown(c)
+            }
+            (Some(Breakage::ReorderInputs), InputsClient::MousePosition(p)) => {
+                match self.held.take() {
+                    None if self.motions == 2 => {
+                        self.held = Some(p);
+                        self.motions += 1;
+                        return Ok(());
+                    }
+                    None => InputsClient::MousePosition(p),
+                    Some(held) => {
+                        self.handle_one(InputsClient::MousePosition(p), shared, client_mode)?;
+                        InputsClient::MousePosition(held)
+                    }
+                }
+            }
+            (_, m) => m,
+        };
+        self.handle_one(m, shared, client_mode)
+    }
+
+    fn handle_one(
+        &mut self,
+        m: InputsClient,
+        shared: &mut Shared,
+        client_mode: bool,
+    ) -> Result<(), ChannelError> {
         match m {
             InputsClient::KeyDown(code) | InputsClient::KeyUp(code) => {
                 if let Some(k) = shared.keyboard.as_mut() {

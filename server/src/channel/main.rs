@@ -65,7 +65,13 @@ impl MainChannel {
             session_id,
             display_channels_hint: display,
             supported_mouse_modes: u32::from(shared.supported_mouse_modes().bits()),
-            current_mouse_mode: u32::from(shared.mouse_mode.bits()),
+            current_mouse_mode: if shared.cfg.breakage
+                == Some(crate::server::Breakage::WrongMouseMode)
+            {
+                u32::from(MouseMode::CLIENT.bits())
+            } else {
+                u32::from(shared.mouse_mode.bits())
+            },
             agent_connected: 0,
             agent_tokens: AGENT_TOKENS,
             multi_media_time: now_ms as u32,

@@ -1,0 +1,140 @@
+//! The invariants every run must keep, checked after the run from what the devices logged,
+//! what each client sent, and what the server host sampled after each step.
+//!
+//! - No panic anywhere (the server loop, its tasks, the clients): a panic hook records them.
+//! - Inputs reach the devices once each and in order: for every client, the events attributed
+//!   to it (by its own scancode range and tablet x range) are, in order, a subsequence of what
+//!   it sent; for a client no fault of its own could cut off (see
+//!   [`ClientPlan::lossless`](crate::plan::ClientPlan::lossless)) that ended cleanly, they
+//!   are exactly what it sent.
+//! - A faulty client does not stop another: a lossless client always ends cleanly.
+//! - The bytes queued for any one connection stay under the output cap plus one message.
+//! - After every client leaves, the server holds no connection and no session.
+
+use std::cell::RefCell;
+
+use spice_fake_devices::input::{Device, InputEvent, Record};
+
+use crate::plan::{client_of_key, ClientPlan, Input};
+use crate::world::{ClientReport, ServerStats};
+use crate::Options;
+
+/// The largest single message the server queues in these runs (the main channel's 256000-byte
+/// bandwidth ping plus its header), which may go over the cap by itself.
+pub const MAX_MESSAGE: usize = 256_000 + 64;
+
+thread_local! {
+    // A run happens on one thread (turmoil runs every host there), so its panics are that
+    // thread's: runs on other threads (parallel tests) do not mix.
+    static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Record panics (from any task) instead of only printing them.
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = PANICS.try_with(|p| p.borrow_mut().push(info.to_string()));
+            prev(info);
+        }));
+    });
+}
+
+/// Panics recorded on this thread since the last call.
+pub fn take_panics() -> Vec<String> {
+    PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()))
+}
+
+/// An event as a client input, if it is one a client can have caused.
+fn as_input(r: &Record, clients: u32) -> Option<(u32, Input)> {
+    match (&r.device, &r.event) {
+        (Device::Keyboard, InputEvent::Scancode { byte }) if byte & 0x80 == 0 => {
+            client_of_key(*byte, clients).map(|k| (k, Input::Key(*byte)))
+        }
+        (Device::Tablet, InputEvent::Position { x, y, .. }) => {
+            let k = x / 1000;
+            (k < clients).then_some((k, Input::Position { x: *x, y: *y }))
+        }
+        _ => None,
+    }
+}
+
+/// Check a finished run.
+pub fn check(
+    opts: &Options,
+    plans: &[ClientPlan],
+    reports: &[ClientReport],
+    log: &[Record],
+    stats: &ServerStats,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    for (plan, rep) in plans.iter().zip(reports) {
+        let k = plan.index;
+        let got: Vec<Input> = log
+            .iter()
+            .filter_map(|r| as_input(r, opts.clients))
+            .filter(|(c, _)| *c == k)
+            .map(|(_, i)| i)
+            .collect();
+        if !is_subsequence(&got, &rep.sent) {
+            v.push(format!(
+                "client {k}: the devices got inputs it did not send, or out of order: got {} events {:?}, sent {} {:?}",
+                got.len(),
+                head(&got),
+                rep.sent.len(),
+                head(&rep.sent)
+            ));
+        } else if plan.lossless() && rep.clean && got != rep.sent {
+            v.push(format!(
+                "client {k}: {} of {} inputs reached the devices (no fault of its own could lose any)",
+                got.len(),
+                rep.sent.len()
+            ));
+        }
+        if plan.lossless() && plan.stall.is_none() && !rep.clean {
+            v.push(format!(
+                "client {k} (no faults of its own) did not finish: {}",
+                rep.error.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    let cap = opts.output_cap + MAX_MESSAGE;
+    if stats.max_queued > cap {
+        v.push(format!(
+            "a connection had {} bytes queued (cap {} + one message)",
+            stats.max_queued, opts.output_cap
+        ));
+    }
+    if stats.connections != 0 || stats.sessions != 0 {
+        v.push(format!(
+            "after every client left the server still holds {} connections and {} sessions",
+            stats.connections, stats.sessions
+        ));
+    }
+    v
+}
+
+fn head(v: &[Input]) -> Vec<Input> {
+    v.iter().take(6).copied().collect()
+}
+
+/// Whether `a` appears in `b` in order (not necessarily contiguous), each element used once.
+fn is_subsequence(a: &[Input], b: &[Input]) -> bool {
+    let mut it = b.iter();
+    a.iter().all(|x| it.any(|y| y == x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsequence_respects_order_and_multiplicity() {
+        let k = |b| Input::Key(b);
+        assert!(is_subsequence(&[k(1), k(3)], &[k(1), k(2), k(3)]));
+        assert!(!is_subsequence(&[k(3), k(1)], &[k(1), k(2), k(3)]));
+        assert!(!is_subsequence(&[k(1), k(1)], &[k(1), k(2)]));
+        assert!(is_subsequence(&[], &[k(1)]));
+    }
+}

@@ -1,0 +1,158 @@
+//! Client plans: what each simulated client does and which faults hit it, drawn from the seed.
+//!
+//! Every input a client sends is attributable to it from the device log alone: client `k`
+//! types scancodes from its own range ([`key_for`]) and puts the tablet at `x = 1000 * k + i`,
+//! so the invariants can check per-client order without trusting the server.
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::{Faults, Options};
+
+/// One input a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// key_down then key_up of this scancode.
+    Key(u8),
+    /// An absolute position (client mouse mode).
+    Position { x: u32, y: u32 },
+}
+
+/// What hostile bytes a client sends on its inputs channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostileKind {
+    /// A well-framed message of a type no channel has, with random bytes as its body.
+    UnknownType,
+    /// Random bytes where a header should be (often an oversized or truncated message).
+    Garbage,
+}
+
+/// What one client does.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    pub index: u32,
+    pub start_ms: u64,
+    /// Inputs with the delay before each, in ms.
+    pub inputs: Vec<(u64, Input)>,
+    /// Stop reading the main channel for this long after this many inputs.
+    pub stall: Option<(usize, u64)>,
+    /// Vanish after this many inputs (`mid_message`: after writing half a message).
+    pub crash: Option<(usize, bool)>,
+    /// Send hostile bytes after this many inputs.
+    pub hostile: Option<(usize, HostileKind, Vec<u8>)>,
+    /// Hold the client's link for a while: (start ms after the client starts, length ms).
+    pub hold: Option<(u64, u64)>,
+    /// Partition the client's link for a while: (start ms, length ms).
+    pub partition: Option<(u64, u64)>,
+    /// Link latency in ms (min, max) when latency faults are on.
+    pub latency: Option<(u64, u64)>,
+}
+
+impl ClientPlan {
+    /// Whether every input of this client must reach the devices (no fault of its own can lose
+    /// any).
+    pub fn lossless(&self) -> bool {
+        self.crash.is_none() && self.hostile.is_none() && self.partition.is_none()
+    }
+}
+
+/// The scancode client `k` types for its `i`th key (each client has its own range).
+pub fn key_for(k: u32, i: usize) -> u8 {
+    // Scancodes 0x10..=0x19 and 0x1e..=0x26 and 0x2c..=0x32: letters, no lock keys.
+    const KEYS: [u8; 26] = [
+        0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1e, 0x1f, 0x20, 0x21, 0x22,
+        0x23, 0x24, 0x25, 0x26, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32,
+    ];
+    let per = 3usize;
+    KEYS[(k as usize * per + i % per) % KEYS.len()]
+}
+
+/// Which client a scancode belongs to (None if it is nobody's).
+pub fn client_of_key(byte: u8, clients: u32) -> Option<u32> {
+    (0..clients).find(|&k| (0..3).any(|i| key_for(k, i) == byte & 0x7f))
+}
+
+fn range(rng: &mut ChaCha20Rng, lo: u64, hi: u64) -> u64 {
+    lo + rng.next_u64() % (hi - lo + 1)
+}
+
+fn chance(rng: &mut ChaCha20Rng, percent: u64) -> bool {
+    rng.next_u64() % 100 < percent
+}
+
+/// The plans of every client of a run.
+pub fn generate(opts: &Options) -> Vec<ClientPlan> {
+    let mut rng = ChaCha20Rng::seed_from_u64(opts.seed ^ 0x5eed_91a5);
+    let f: Faults = opts.faults;
+    let horizon = opts.duration_s * 1000;
+    (0..opts.clients)
+        .map(|k| {
+            let start_ms = range(&mut rng, 0, 1000);
+            let n = range(&mut rng, 8, 40) as usize;
+            let mut inputs = Vec::with_capacity(n);
+            let mut used = 0;
+            for i in 0..n {
+                let delay = range(&mut rng, 10, 300);
+                if start_ms + used + delay + 2000 > horizon {
+                    break;
+                }
+                used += delay;
+                let input = if chance(&mut rng, 50) {
+                    Input::Key(key_for(k, i))
+                } else {
+                    Input::Position {
+                        x: 1000 * k + i as u32,
+                        y: range(&mut rng, 0, 767) as u32,
+                    }
+                };
+                inputs.push((delay, input));
+            }
+            let n = inputs.len().max(1);
+            let mut plan = ClientPlan {
+                index: k,
+                start_ms,
+                inputs,
+                stall: None,
+                crash: None,
+                hostile: None,
+                hold: None,
+                partition: None,
+                latency: None,
+            };
+            // Client 0 is kept well-behaved (only latency) when there are several clients, so
+            // every run checks that others' faults do not stop a good client.
+            let faulty = opts.clients == 1 || k != 0;
+            if f.latency {
+                let lo = range(&mut rng, 0, 20);
+                plan.latency = Some((lo, lo + range(&mut rng, 0, 30)));
+            }
+            if faulty && f.stall && chance(&mut rng, 40) {
+                plan.stall = Some((
+                    range(&mut rng, 0, n as u64) as usize,
+                    range(&mut rng, 500, 5000),
+                ));
+            }
+            if faulty && f.hold && chance(&mut rng, 30) {
+                plan.hold = Some((range(&mut rng, 0, 3000), range(&mut rng, 100, 3000)));
+            }
+            if faulty && f.partition && chance(&mut rng, 20) {
+                plan.partition = Some((range(&mut rng, 0, 3000), range(&mut rng, 100, 2000)));
+            }
+            if faulty && f.crash && chance(&mut rng, 30) {
+                plan.crash = Some((range(&mut rng, 0, n as u64) as usize, chance(&mut rng, 50)));
+            }
+            if faulty && f.hostile && chance(&mut rng, 30) {
+                let len = range(&mut rng, 1, 64) as usize;
+                let mut bytes = vec![0u8; len];
+                rng.fill_bytes(&mut bytes);
+                let target = if chance(&mut rng, 50) {
+                    HostileKind::UnknownType
+                } else {
+                    HostileKind::Garbage
+                };
+                plan.hostile = Some((range(&mut rng, 0, n as u64) as usize, target, bytes));
+            }
+            plan
+        })
+        .collect()
+}

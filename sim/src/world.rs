@@ -1,0 +1,448 @@
+//! Building and running one simulated world.
+//!
+//! The server host binds port 5900 on turmoil's network and runs [`spice_server::net::serve`]
+//! with fake keyboard, mouse and tablet logging into one [`EventLog`]; after every step of its
+//! event loop it records what the invariants need (bytes queued per connection, connections
+//! and sessions alive). Each client host links main, asks for client mouse mode, links inputs,
+//! sends its plan's inputs and faults, then leaves; the world then runs until the network is
+//! quiet, and [`crate::invariants`] judges the run.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use spice_fake_devices::input::{EventLog, FakeKeyboard, FakeMouse, FakeTablet};
+use spice_proto::messages::main::MouseMode;
+use spice_proto::messages::{ChannelType, InputsClient, MainClient, MainServer, Message};
+use spice_server::link::Ticketing;
+use spice_server::{Config, Server};
+
+use crate::client::{ClientError, Conn, LinkParams, Recorder};
+use crate::plan::{ClientPlan, HostileKind, Input};
+use crate::Options;
+
+pub const SERVER: &str = "server";
+pub const PORT: u16 = 5900;
+pub const PASSWORD: &str = "sim-secret";
+
+/// What the server host saw, sampled after every step of its event loop.
+#[derive(Debug, Default, Clone)]
+pub struct ServerStats {
+    pub steps: u64,
+    pub max_queued: usize,
+    pub connections: usize,
+    pub sessions: usize,
+}
+
+/// What one client did.
+#[derive(Debug, Default, Clone)]
+pub struct ClientReport {
+    /// Inputs fully written to the inputs channel, in order.
+    pub sent: Vec<Input>,
+    /// Whether the client ended cleanly (it did not crash and its channels stayed up).
+    pub clean: bool,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+    /// Messages received on main after linking.
+    pub main_messages: u64,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub options: Options,
+    pub hash: u64,
+    pub violations: Vec<String>,
+    pub sim_ms: u64,
+    pub bytes: u64,
+    pub events: usize,
+    pub stats: ServerStats,
+    pub reports: Vec<ClientReport>,
+    /// Every byte each way, with simulated times (for `--pcap`).
+    pub chunks: Vec<crate::client::Chunk>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+struct TurmoilListener(turmoil::net::TcpListener);
+
+impl spice_server::net::Listener for TurmoilListener {
+    type Stream = turmoil::net::TcpStream;
+    async fn accept(&mut self) -> std::io::Result<turmoil::net::TcpStream> {
+        Ok(self.0.accept().await?.0)
+    }
+}
+
+fn client_name(k: u32) -> String {
+    format!("client{k}")
+}
+
+/// Run one world to the end and judge it.
+pub fn run(opts: &Options) -> Outcome {
+    crate::invariants::install_panic_hook();
+    crate::invariants::take_panics();
+    let plans = crate::plan::generate(opts);
+    let mut world_rng = ChaCha20Rng::seed_from_u64(opts.seed);
+    let mut b = turmoil::Builder::new();
+    b.simulation_duration(Duration::from_secs(opts.duration_s + 300))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(0))
+        .max_message_latency(Duration::from_millis(1));
+    let turmoil_rng = ChaCha20Rng::seed_from_u64(world_rng.next_u64());
+    let mut sim = b.build_with_rng(Box::new(turmoil_rng));
+
+    let log = EventLog::new();
+    let stats = Rc::new(RefCell::new(ServerStats::default()));
+    let rec = Rc::new(RefCell::new(Recorder::default()));
+    let cfg = Config {
+        ticketing: Ticketing::Password {
+            password: PASSWORD.into(),
+            expires_at_ms: None,
+        },
+        name: Some("sim".into()),
+        uuid: Some([7; 16]),
+        seed: world_rng.next_u64(),
+        output_cap: opts.output_cap,
+        fresh_key_per_link: false,
+        breakage: opts.breakage,
+        ..Config::default()
+    };
+    {
+        let log = log.clone();
+        let stats = stats.clone();
+        sim.host(SERVER, move || {
+            let log = log.clone();
+            let stats = stats.clone();
+            let cfg = cfg.clone();
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let mut server = Server::new(cfg);
+                server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
+                server.set_mouse(Box::new(FakeMouse::new(log.clone())));
+                server.set_tablet(Box::new(FakeTablet::new(log.clone())));
+                let start = tokio::time::Instant::now();
+                spice_server::net::serve(
+                    &mut server,
+                    TurmoilListener(listener),
+                    std::future::pending(),
+                    |s| {
+                        log.set_now(start.elapsed().as_millis() as u64);
+                        let mut st = stats.borrow_mut();
+                        st.steps += 1;
+                        st.max_queued = st.max_queued.max(s.max_queued_bytes());
+                        st.connections = s.connection_count();
+                        st.sessions = s.session_count();
+                    },
+                )
+                .await?;
+                Ok(())
+            }
+        });
+    }
+
+    let reports: Vec<Rc<RefCell<ClientReport>>> = plans
+        .iter()
+        .map(|_| Rc::new(RefCell::new(ClientReport::default())))
+        .collect();
+    for (plan, report) in plans.iter().zip(&reports) {
+        let plan = plan.clone();
+        let report = report.clone();
+        let rec = rec.clone();
+        let seed = world_rng.next_u64();
+        sim.client(client_name(plan.index), async move {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
+            // A client gives up if its whole plan has not finished long after it should have
+            // (a held or partitioned link can leave it waiting for bytes that never come).
+            let limit = Duration::from_millis(plan.start_ms) + Duration::from_secs(60);
+            let r = match tokio::time::timeout(limit, run_client(&plan, &mut rng, rec, &report))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ClientError::Protocol("gave up: no progress".into())),
+            };
+            match r {
+                Ok(()) => report.borrow_mut().clean = plan.crash.is_none(),
+                Err(e) => report.borrow_mut().error = Some(e.to_string()),
+            }
+            // Linger so the server sees the close before the world ends.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(())
+        });
+    }
+
+    // Network faults are applied between steps, at the times the plans say.
+    let mut schedule: Vec<(u64, Fault)> = Vec::new();
+    for p in &plans {
+        if let Some((lo, hi)) = p.latency {
+            sim.set_link_latency(SERVER, client_name(p.index), Duration::from_millis(lo));
+            sim.set_link_max_message_latency(
+                SERVER,
+                client_name(p.index),
+                Duration::from_millis(hi),
+            );
+        }
+        if let Some((at, len)) = p.hold {
+            schedule.push((p.start_ms + at, Fault::Hold(p.index)));
+            schedule.push((p.start_ms + at + len, Fault::Release(p.index)));
+        }
+        if let Some((at, len)) = p.partition {
+            schedule.push((p.start_ms + at, Fault::Partition(p.index)));
+            schedule.push((p.start_ms + at + len, Fault::Repair(p.index)));
+        }
+    }
+    schedule.sort_by_key(|(t, f)| (*t, f.order()));
+    let mut next = 0;
+    let mut error = None;
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        while next < schedule.len() && schedule[next].0 <= now {
+            let c = |k: u32| client_name(k);
+            match schedule[next].1 {
+                Fault::Hold(k) => sim.hold(SERVER, c(k)),
+                Fault::Release(k) => sim.release(SERVER, c(k)),
+                Fault::Partition(k) => sim.partition(SERVER, c(k)),
+                Fault::Repair(k) => sim.repair(SERVER, c(k)),
+            }
+            next += 1;
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                error = Some(format!("simulation error: {e}"));
+                break;
+            }
+            Err(_) => {
+                error = Some("the simulation panicked".to_string());
+                break;
+            }
+        }
+    }
+    // Let the server finish closing what the clients left: a connection whose close was lost
+    // in a partition is found dead by its missed pongs (PONG_TIMEOUT_MS after the next ping).
+    let drain_steps = (spice_server::channel::core::PING_INTERVAL_MS
+        + spice_server::channel::core::PONG_TIMEOUT_MS
+        + spice_server::server::LINK_TIMEOUT_MS
+        + 5_000) as usize;
+    for _ in 0..drain_steps {
+        if stats.borrow().connections == 0 {
+            break;
+        }
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())).is_err() {
+            error = Some("the simulation panicked while draining".to_string());
+            break;
+        }
+    }
+    let sim_ms = sim.elapsed().as_millis() as u64;
+    drop(sim);
+
+    let reports: Vec<ClientReport> = reports.iter().map(|r| r.borrow().clone()).collect();
+    let stats = stats.borrow().clone();
+    let rec = rec.borrow();
+    let mut violations = crate::invariants::check(opts, &plans, &reports, &log.records(), &stats);
+    if let Some(e) = error {
+        violations.insert(0, e);
+    }
+    for p in crate::invariants::take_panics() {
+        violations.insert(0, format!("panic: {p}"));
+    }
+    Outcome {
+        options: opts.clone(),
+        hash: rec.hash(),
+        violations,
+        sim_ms,
+        bytes: rec.total_bytes(),
+        events: log.len(),
+        stats,
+        reports,
+        chunks: if opts.keep_traffic {
+            rec.chunks.clone()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Hold(u32),
+    Release(u32),
+    Partition(u32),
+    Repair(u32),
+}
+
+impl Fault {
+    fn order(&self) -> u8 {
+        match self {
+            Fault::Release(_) | Fault::Repair(_) => 0,
+            Fault::Hold(_) | Fault::Partition(_) => 1,
+        }
+    }
+}
+
+/// One client's life: link main, ask for client mouse mode, link inputs, send the plan.
+async fn run_client(
+    plan: &ClientPlan,
+    rng: &mut ChaCha20Rng,
+    rec: Rc<RefCell<Recorder>>,
+    report: &Rc<RefCell<ClientReport>>,
+) -> Result<(), ClientError> {
+    let k = plan.index;
+    let params = |channel, connection_id| LinkParams {
+        server: SERVER,
+        port: PORT,
+        channel,
+        channel_id: 0,
+        connection_id,
+        password: PASSWORD,
+    };
+    let crash_mid_link = plan.crash == Some((0, true));
+    if crash_mid_link {
+        // Vanish in the middle of the link stage: half a link message, then gone.
+        let mut s = turmoil::net::TcpStream::connect((SERVER, PORT)).await?;
+        use tokio::io::AsyncWriteExt;
+        s.write_all(b"REDQ\x02\x00\x00\x00").await?;
+        return Ok(());
+    }
+    let mut main = Conn::link(params(ChannelType::Main, 0), k, 0, rng, rec.clone()).await?;
+    // init, then the rest of what main sends at start.
+    let init = loop {
+        let m = main.recv().await?;
+        report.borrow_mut().main_messages += 1;
+        if let Ok(MainServer::Init(init)) = MainServer::decode(m.header.msg_type, &m.body) {
+            break init;
+        }
+    };
+    main.send(&MainClient::AttachChannels).await?;
+    main.send(&MainClient::MouseModeRequest(MouseMode::CLIENT))
+        .await?;
+    // Wait until client mode is on (init may already say so).
+    let mut client_mode = init.current_mouse_mode == u32::from(MouseMode::CLIENT.bits());
+    while !client_mode {
+        let m = main.recv().await?;
+        report.borrow_mut().main_messages += 1;
+        if let Ok(MainServer::MouseMode(mm)) = MainServer::decode(m.header.msg_type, &m.body) {
+            client_mode = mm.current_mode == MouseMode::CLIENT;
+        }
+    }
+    let mut inputs = Conn::link(
+        params(ChannelType::Inputs, init.session_id),
+        k,
+        1,
+        rng,
+        rec.clone(),
+    )
+    .await?;
+    // Keep main (and inputs) read in the background, as a real client does.
+    let main_report = report.clone();
+    let stall = plan.stall;
+    let (main_tx, mut main_stop) = tokio::sync::oneshot::channel::<()>();
+    let main_task = tokio::task::spawn_local(async move {
+        let mut n = 0usize;
+        loop {
+            tokio::select! {
+                _ = &mut main_stop => return main,
+                r = main.recv() => {
+                    if r.is_err() {
+                        return main;
+                    }
+                    main_report.borrow_mut().main_messages += 1;
+                    n += 1;
+                    if let Some((_, ms)) = stall {
+                        if n == 3 {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let mut result = Ok(());
+    for (i, (delay, input)) in plan.inputs.iter().enumerate() {
+        if let Some((at, mid)) = plan.crash {
+            if at == i {
+                if mid {
+                    // Half a key_down message (mini header claims 4 bytes, 2 arrive).
+                    let _ = inputs.write_raw(&[101, 0, 4, 0, 0, 0, 0x10]).await;
+                }
+                main_task.abort();
+                return Ok(());
+            }
+        }
+        if let Some((at, target, bytes)) = &plan.hostile {
+            if *at == i {
+                let _ = send_hostile(*target, bytes, &mut inputs).await;
+                // The server closes this inputs channel (or waits forever for the rest of a
+                // message that never comes): nothing more goes through it.
+                result = Err(ClientError::Protocol("sent hostile bytes on inputs".into()));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        let r = match *input {
+            Input::Key(sc) => {
+                let r = inputs.send(&InputsClient::KeyDown(u32::from(sc))).await;
+                match r {
+                    Ok(()) => {
+                        inputs
+                            .send(&InputsClient::KeyUp(u32::from(sc | 0x80)))
+                            .await
+                    }
+                    e => e,
+                }
+            }
+            Input::Position { x, y } => {
+                inputs
+                    .send(&InputsClient::MousePosition(
+                        spice_proto::messages::inputs::MousePosition {
+                            x,
+                            y,
+                            buttons_state: Default::default(),
+                            display_id: 0,
+                        },
+                    ))
+                    .await
+            }
+        };
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+        report.borrow_mut().sent.push(*input);
+    }
+    // Give the last inputs time to arrive, then leave in an orderly way.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _ = main_tx.send(());
+    let _main = main_task.await;
+    drop(inputs);
+    result
+}
+
+/// Send hostile bytes on the inputs connection.
+async fn send_hostile(
+    kind: HostileKind,
+    bytes: &[u8],
+    inputs: &mut Conn,
+) -> Result<(), ClientError> {
+    match kind {
+        HostileKind::Garbage => inputs.write_raw(bytes).await,
+        HostileKind::UnknownType => {
+            let mut out = Vec::new();
+            spice_proto::header::frame(
+                spice_proto::header::HeaderKind::Mini,
+                0,
+                9000 + u16::from(bytes.first().copied().unwrap_or(0)),
+                bytes,
+                &mut out,
+            );
+            inputs.write_raw(&out).await
+        }
+    }
+}
