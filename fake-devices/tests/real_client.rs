@@ -264,3 +264,118 @@ fn wrong_password_is_refused_and_the_right_one_connects() {
     let channels = report["sessions"][0]["channels"].to_string();
     assert!(channels.contains("inputs"), "no inputs channel: {channels}");
 }
+
+/// Whether dumpcap and tshark are usable; `false` (after printing why) means skip.
+fn capture_tools_available() -> bool {
+    let ok = ["dumpcap", "tshark"].iter().all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but dumpcap/tshark (package tshark) is missing");
+        }
+        eprintln!("skipped: dumpcap/tshark not installed (apt-get install tshark)");
+    }
+    ok
+}
+
+#[test]
+fn a_captured_session_with_our_server_decodes_in_our_transcript_and_in_tshark() {
+    if !real_client_available() || !capture_tools_available() {
+        return;
+    }
+    let dir = tempdir("capture");
+    let pcap = dir.join("session.pcap");
+    let server = ServerProc::start(&["--disable-ticketing"]);
+    let mut dumpcap = Command::new("dumpcap")
+        .args([
+            "-q",
+            "-i",
+            "lo",
+            "-f",
+            &format!("tcp port {}", server.port),
+            "-P",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dumpcap");
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&pcap).map_or(0, |m| m.len()) < 24 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "dumpcap did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let plan = serde_json::json!({
+        "mouse_mode": "client", "timeout": 30,
+        "sessions": [{"settle": 1.5, "linger": 0.5, "steps": [
+            {"text": "spice"}, {"position": [10, 10]}, {"click": 1}, {"wheel": "down"},
+        ]}],
+    });
+    let (report, ok) = run_client(server.port, plan, &dir);
+    assert!(ok, "client failed: {report}");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &dumpcap.id().to_string()])
+        .status();
+    let _ = dumpcap.wait();
+
+    let t = spice_captures::load(&pcap).expect("our loader reads the capture");
+    assert_eq!(t.sessions.len(), 1, "one client session");
+    let failures: Vec<String> = t
+        .failures()
+        .map(|(_, c, m)| format!("{:?} {} {}", c.channel_type, m.msg_type, m.name))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "messages that did not decode: {failures:?}"
+    );
+    for (_, c) in t.channels() {
+        assert!(
+            c.problems.is_empty(),
+            "{:?}: {:?}",
+            c.channel_type,
+            c.problems
+        );
+    }
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .args([
+            "-d",
+            &format!("tcp.port=={},spice", server.port),
+            "-Y",
+            "spice",
+        ])
+        .args(["-T", "fields", "-e", "frame.number", "-e", "_ws.malformed"])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let malformed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split('\t').nth(1).is_some_and(|m| !m.is_empty()))
+        .collect();
+    assert!(
+        text.lines().count() >= 10,
+        "tshark saw too few SPICE frames:\n{text}"
+    );
+    assert!(
+        malformed.is_empty(),
+        "tshark: malformed SPICE frames {malformed:?}"
+    );
+}
