@@ -72,7 +72,7 @@ impl std::str::FromStr for ImageCompression {
 /// and the conformance harness catch it. Never set it in a real server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breakage {
-    /// The inputs channel drops the fifth key message it receives.
+    /// The inputs channel drops the first key press it receives.
     DropKey,
     /// The inputs channel swaps two consecutive absolute positions.
     ReorderInputs,
@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     pub(crate) mouse_mode: MouseMode,
     /// Set when the mouse mode changed; main channels announce it.
     pub(crate) mouse_mode_generation: u64,
+    /// The lock-key state all inputs channels share.
+    pub(crate) kbd: crate::channel::inputs::KbdState,
 }
 
 impl Shared {
@@ -234,6 +236,7 @@ impl Server {
                 tablet: None,
                 mouse_mode: MouseMode::SERVER,
                 mouse_mode_generation: 0,
+                kbd: Default::default(),
             },
             rng,
             key: None,
@@ -362,6 +365,9 @@ impl Server {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.shared.display.poll_timeout();
+        if let Some(k) = self.shared.kbd.poll_timeout() {
+            t = Some(t.map_or(k, |t| t.min(k)));
+        }
         for c in self.conns.values() {
             let ct = match &c.state {
                 State::Main(ch) => ch.poll_timeout(),
@@ -383,6 +389,7 @@ impl Server {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         let now_ms = self.now_ms;
+        self.shared.kbd.handle_timeout(now_ms);
         self.shared.display.handle_timeout(now_ms);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -523,6 +530,7 @@ impl Server {
         match (ty, id) {
             (ChannelType::Main, 0) => {
                 c.set_channel(caps::main::NAME_AND_UUID);
+                c.set_channel(caps::main::AGENT_CONNECTED_TOKENS);
             }
             (ChannelType::Inputs, 0) => {
                 if self.shared.cfg.breakage == Some(Breakage::WrongCaps) {

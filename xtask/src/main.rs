@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod capture;
 mod ci;
+mod conformance;
 mod sim;
 mod transcript;
 mod util;
@@ -21,7 +22,9 @@ enum Cmd {
     /// Run every test CI runs (installs missing Debian packages when run as root).
     Ci(ci::Args),
     /// Run the conformance suite on the bundled corpus.
-    Conformance,
+    Conformance(conformance::ConformanceArgs),
+    /// Replay one capture against our server and report where it differs.
+    Replay(conformance::ReplayArgs),
     /// Record real spice-gtk captures against reference servers into captures/corpus/.
     Capture(capture::Args),
     /// Print the typed transcript of a pcap capture.
@@ -34,7 +37,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Ci(a) => ci::run(a),
-        Cmd::Conformance => conformance(),
+        Cmd::Conformance(a) => conformance::conformance(a),
+        Cmd::Replay(a) => conformance::replay(a),
         Cmd::Capture(a) => capture::run(a),
         Cmd::Transcript(a) => transcript::run(a),
         Cmd::Sim(a) => sim::run(a),
@@ -46,12 +50,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-/// The README's main command. Replay and comparison land with the conformance issue; until then
-/// it says so and runs what exists: decoding the bundled corpus.
-fn conformance() -> anyhow::Result<std::process::ExitCode> {
-    println!("conformance: replay against our server is not built yet (conformance issue).");
-    println!("conformance: decoding every capture of the bundled corpus instead:");
-    transcript::check_corpus()
 }

@@ -1,6 +1,5 @@
 //! `cargo xtask transcript FILE [--json] [--dump-bodies DIR]`: the typed transcript of a pcap
-//! or pcapng capture (decoded by spice-captures), and `check_corpus` for `cargo xtask
-//! conformance`.
+//! or pcapng capture (decoded by spice-captures).
 //!
 //! Output (stable; scripts and the corpus tests rely on it):
 //! - default: the summary of `spice_captures::render::summary` (capture line; per session, per
@@ -129,43 +128,4 @@ fn dump_bodies(t: &Transcript, file: &Path, dir: &Path) -> anyhow::Result<usize>
     }
     std::fs::write(dir.join("SOURCES.md"), md)?;
     Ok(seen.len())
-}
-
-/// Decode every capture of the bundled corpus; failure if any message fails to decode.
-pub fn check_corpus() -> anyhow::Result<ExitCode> {
-    let dir = crate::util::root().join("captures/corpus");
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
-            .collect(),
-        Err(_) => vec![],
-    };
-    files.sort();
-    if files.is_empty() {
-        println!("corpus: {} has no captures yet", dir.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut bad = 0usize;
-    for f in &files {
-        let t = spice_captures::load(f)?;
-        let failed = t.failures().count();
-        let problems: usize = t.channels().map(|(_, c)| c.problems.len()).sum();
-        println!(
-            "corpus: {}: {} sessions, {} messages, {failed} failed, {problems} problems, {} other connections",
-            f.file_name().unwrap_or_default().to_string_lossy(),
-            t.sessions.len(),
-            t.message_count(),
-            t.other_connections.len()
-        );
-        for (sid, c, m) in t.failures().take(10) {
-            println!("  {}", render::message_line(sid, c, m));
-        }
-        bad += failed;
-    }
-    Ok(if bad > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

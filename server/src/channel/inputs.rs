@@ -4,12 +4,14 @@
 //! Behaviour follows the reference's `InputsChannelClient::handle_message`:
 //! - `key_down`/`key_up` carry up to four scancode bytes, least significant first; each
 //!   non-zero byte is pushed until the first zero.
-//! - `key_modifiers` toggles scroll/num/caps lock by pushing press+release of the lock key
-//!   when the client's state differs from the keyboard's LEDs.
+//! - the lock-key state is tracked as the reference tracks it ([`KbdState`]): a lock key's
+//!   press toggles it; `key_modifiers` from a client pushes press+release of each lock key
+//!   whose state differs (unless that key is held); either starts a 2-second watch after which
+//!   the tracked state is sent to every client as `key_modifiers`. The keyboard's own LED
+//!   changes (the guest's) replace the tracked state and are sent at once.
 //! - motion (relative) reaches the mouse only in server mode; position (absolute) reaches the
 //!   tablet only in client mode; wheel is a press of button up/down (dz -1/+1).
 //! - every fourth motion or position is acknowledged with `mouse_motion_ack`.
-//! - the LED state is sent in `init` and as `key_modifiers` whenever the keyboard's changes.
 //!
 //! Button masks are passed to the devices in SPICE's layout (left 1, middle 2, right 4, up 8,
 //! down 16); the reference converts to QEMU's layout inside its device glue, which is the VMM's
@@ -30,12 +32,65 @@ const NUM_LOCK: u8 = 0x45;
 const CAPS_LOCK: u8 = 0x3a;
 const RELEASE: u8 = 0x80;
 
+/// `KEY_MODIFIERS_TTL`: how long after a lock-key change the state is sent to clients.
+pub const KEY_MODIFIERS_TTL_MS: u64 = 2_000;
+
+/// The lock-key state shared by every inputs channel (the reference keeps it in its one
+/// `InputsChannel`).
+#[derive(Debug, Default)]
+pub(crate) struct KbdState {
+    /// The lock keys' state as the server believes it.
+    modifiers: KeyboardModifiers,
+    /// Lock keys currently held down (their flags).
+    pressed: u16,
+    /// When to send the state to clients.
+    watch_at_ms: Option<u64>,
+    /// Bumped whenever the state must be sent; each channel sends when it sees a new value.
+    generation: u64,
+    /// The keyboard's LEDs when last looked at.
+    last_leds: Option<KeyboardModifiers>,
+}
+
+impl KbdState {
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.watch_at_ms
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now_ms: u64) {
+        if self.watch_at_ms.is_some_and(|t| now_ms >= t) {
+            self.watch_at_ms = None;
+            self.generation += 1;
+        }
+    }
+
+    fn watch(&mut self, now_ms: u64) {
+        self.watch_at_ms = Some(now_ms + KEY_MODIFIERS_TTL_MS);
+    }
+
+    /// `sync_locks`: a lock key's press toggles the state (once per press).
+    fn sync_locks(&mut self, byte: u8, now_ms: u64) {
+        let flag = match byte & 0x7f {
+            CAPS_LOCK => KeyboardModifiers::CAPS_LOCK.0,
+            NUM_LOCK => KeyboardModifiers::NUM_LOCK.0,
+            SCROLL_LOCK => KeyboardModifiers::SCROLL_LOCK.0,
+            _ => 0,
+        };
+        if byte & RELEASE != 0 {
+            self.pressed &= !flag;
+        } else if flag != 0 && self.pressed & flag == 0 {
+            self.modifiers.0 ^= flag;
+            self.pressed |= flag;
+            self.watch(now_ms);
+        }
+    }
+}
+
 /// One client's inputs channel.
 pub struct InputsChannel {
     core: ChannelCore,
     motions: u32,
-    /// The LED state last sent to this client.
-    leds_sent: KeyboardModifiers,
+    /// The [`KbdState`] generation last sent to this client.
+    kbd_seen: u64,
     /// Test-only breakage state: key messages seen, a held-back position.
     keys_seen: u32,
     held: Option<spice_proto::messages::inputs::MousePosition>,
@@ -43,15 +98,11 @@ pub struct InputsChannel {
 
 impl InputsChannel {
     pub(crate) fn new(mut core: ChannelCore, _linked: &Linked, shared: &Shared) -> Self {
-        let leds = shared
-            .keyboard
-            .as_ref()
-            .map_or(KeyboardModifiers::default(), |k| k.leds());
-        core.send(&InputsServer::Init(leds));
+        core.send(&InputsServer::Init(shared.kbd.modifiers));
         InputsChannel {
             core,
             motions: 0,
-            leds_sent: leds,
+            kbd_seen: shared.kbd.generation,
             keys_seen: 0,
             held: None,
         }
@@ -68,12 +119,17 @@ impl InputsChannel {
         }
     }
 
-    fn handle(&mut self, m: InputsClient, shared: &mut Shared) -> Result<(), ChannelError> {
+    fn handle(
+        &mut self,
+        m: InputsClient,
+        shared: &mut Shared,
+        now_ms: u64,
+    ) -> Result<(), ChannelError> {
         let client_mode = shared.mouse_mode == MouseMode::CLIENT;
         let m = match (shared.cfg.breakage, m) {
             (Some(Breakage::DropKey), InputsClient::KeyDown(c)) => {
                 self.keys_seen += 1;
-                if self.keys_seen == 5 {
+                if self.keys_seen == 1 {
                     return Ok(());
                 }
                 InputsClient::KeyDown(c)
@@ -87,14 +143,19 @@ impl InputsChannel {
                     }
                     None => InputsClient::MousePosition(p),
                     Some(held) => {
-                        self.handle_one(InputsClient::MousePosition(p), shared, client_mode)?;
+                        self.handle_one(
+                            InputsClient::MousePosition(p),
+                            shared,
+                            client_mode,
+                            now_ms,
+                        )?;
                         InputsClient::MousePosition(held)
                     }
                 }
             }
             (_, m) => m,
         };
-        self.handle_one(m, shared, client_mode)
+        self.handle_one(m, shared, client_mode, now_ms)
     }
 
     fn handle_one(
@@ -102,38 +163,45 @@ impl InputsChannel {
         m: InputsClient,
         shared: &mut Shared,
         client_mode: bool,
+        now_ms: u64,
     ) -> Result<(), ChannelError> {
         match m {
             InputsClient::KeyDown(code) | InputsClient::KeyUp(code) => {
-                if let Some(k) = shared.keyboard.as_mut() {
-                    for b in code.to_le_bytes() {
-                        if b == 0 {
-                            break;
-                        }
+                for b in code.to_le_bytes() {
+                    if b == 0 {
+                        break;
+                    }
+                    if let Some(k) = shared.keyboard.as_mut() {
                         k.push_scancode(b);
                     }
+                    shared.kbd.sync_locks(b, now_ms);
                 }
             }
             InputsClient::KeyScancode(bytes) => {
-                if let Some(k) = shared.keyboard.as_mut() {
-                    for &b in bytes.iter() {
+                for &b in bytes.iter() {
+                    if let Some(k) = shared.keyboard.as_mut() {
                         k.push_scancode(b);
                     }
+                    shared.kbd.sync_locks(b, now_ms);
                 }
             }
             InputsClient::KeyModifiers(want) => {
                 if let Some(k) = shared.keyboard.as_mut() {
-                    let have = k.leds();
+                    let kbd = &mut shared.kbd;
                     for (flag, code) in [
                         (KeyboardModifiers::SCROLL_LOCK, SCROLL_LOCK),
                         (KeyboardModifiers::NUM_LOCK, NUM_LOCK),
                         (KeyboardModifiers::CAPS_LOCK, CAPS_LOCK),
                     ] {
-                        if want.contains(flag) != have.contains(flag) {
+                        if kbd.pressed & flag.0 == 0
+                            && want.contains(flag) != kbd.modifiers.contains(flag)
+                        {
                             k.push_scancode(code);
                             k.push_scancode(code | RELEASE);
+                            kbd.modifiers.0 ^= flag.0;
                         }
                     }
+                    kbd.watch(now_ms);
                 }
             }
             InputsClient::MouseMotion(mm) => {
@@ -201,18 +269,29 @@ impl ChannelImpl for InputsChannel {
     ) -> Result<(), ChannelError> {
         for raw in self.core.handle_bytes(data, now_ms)? {
             let m = InputsClient::decode(raw.header.msg_type, &raw.body)?;
-            self.handle(m, shared)?;
+            self.handle(m, shared, now_ms)?;
         }
         Ok(())
     }
 
     fn pump(&mut self, shared: &mut Shared, _now_ms: u64) {
+        // The guest changed the keyboard's LEDs (`spice_server_kbd_leds`): that is the state
+        // now, sent at once.
         if let Some(k) = shared.keyboard.as_ref() {
             let leds = k.leds();
-            if leds != self.leds_sent {
-                self.leds_sent = leds;
-                self.core.send(&InputsServer::KeyModifiers(leds));
+            let kbd = &mut shared.kbd;
+            if kbd.last_leds != Some(leds) {
+                if kbd.last_leds.is_some() {
+                    kbd.modifiers = leds;
+                    kbd.generation += 1;
+                }
+                kbd.last_leds = Some(leds);
             }
+        }
+        if self.kbd_seen != shared.kbd.generation {
+            self.kbd_seen = shared.kbd.generation;
+            self.core
+                .send(&InputsServer::KeyModifiers(shared.kbd.modifiers));
         }
     }
 }
