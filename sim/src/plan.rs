@@ -25,6 +25,11 @@ pub enum HostileKind {
     UnknownType,
     /// Random bytes where a header should be (often an oversized or truncated message).
     Garbage,
+    /// Well-formed inputs messages built by `arbitrary` from the bytes: odd values (unknown
+    /// button and modifier bits, huge deltas, any display id) the server must take in its
+    /// stride. Messages that would carry another client's attributable input (keys, absolute
+    /// positions) are sent as `key_modifiers` instead, so the invariants stay exact.
+    Arbitrary,
 }
 
 /// What one client does.
@@ -145,10 +150,10 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
                 let len = range(&mut rng, 1, 64) as usize;
                 let mut bytes = vec![0u8; len];
                 rng.fill_bytes(&mut bytes);
-                let target = if chance(&mut rng, 50) {
-                    HostileKind::UnknownType
-                } else {
-                    HostileKind::Garbage
+                let target = match rng.next_u64() % 3 {
+                    0 => HostileKind::UnknownType,
+                    1 => HostileKind::Garbage,
+                    _ => HostileKind::Arbitrary,
                 };
                 plan.hostile = Some((range(&mut rng, 0, n as u64) as usize, target, bytes));
             }

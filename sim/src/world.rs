@@ -433,6 +433,32 @@ async fn send_hostile(
 ) -> Result<(), ClientError> {
     match kind {
         HostileKind::Garbage => inputs.write_raw(bytes).await,
+        HostileKind::Arbitrary => {
+            let mut u = arbitrary::Unstructured::new(bytes);
+            // At most 16 messages (arbitrary may consume nothing once the bytes run out).
+            for _ in 0..16 {
+                if u.is_empty() {
+                    break;
+                }
+                let Ok(m) = <InputsClient as arbitrary::Arbitrary>::arbitrary(&mut u) else {
+                    break;
+                };
+                let m = match m {
+                    InputsClient::KeyDown(c) | InputsClient::KeyUp(c) => {
+                        InputsClient::KeyModifiers(
+                            spice_proto::messages::inputs::KeyboardModifiers(c as u16),
+                        )
+                    }
+                    InputsClient::KeyScancode(_) | InputsClient::MousePosition(_) => {
+                        InputsClient::KeyModifiers(Default::default())
+                    }
+                    InputsClient::Base(_) => continue,
+                    m => m,
+                };
+                inputs.send(&m).await?;
+            }
+            Ok(())
+        }
         HostileKind::UnknownType => {
             let mut out = Vec::new();
             spice_proto::header::frame(
