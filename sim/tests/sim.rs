@@ -74,4 +74,3 @@ fn a_broken_server_is_caught() {
         );
     }
 }
-
