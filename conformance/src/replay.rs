@@ -150,6 +150,7 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
         ..Config::default()
     };
     let mut server = Server::new(cfg);
+    server.set_link_key(spice_server::testing::fixed_key());
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
     server.set_tablet(Box::new(FakeTablet::new(log.clone())));

@@ -12,6 +12,7 @@ pub mod display;
 pub mod link;
 pub mod net;
 pub mod server;
+pub mod testing;
 pub mod vdi;
 
 pub use server::{Config, ConnId, ImageCompression, Server};

@@ -251,6 +251,12 @@ impl Server {
         &self.shared.cfg
     }
 
+    /// Use `key` for every link (with `fresh_key_per_link: false`): lets tests, fuzz targets
+    /// and the simulator skip RSA key generation.
+    pub fn set_link_key(&mut self, key: TicketKey) {
+        self.key = Some(key);
+    }
+
     /// Change the password (or disable ticketing) for links that start from now on.
     pub fn set_ticketing(&mut self, t: Ticketing) {
         self.shared.cfg.ticketing = t;

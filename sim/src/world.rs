@@ -123,6 +123,7 @@ pub fn run(opts: &Options) -> Outcome {
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let mut server = Server::new(cfg);
+                server.set_link_key(spice_server::testing::fixed_key());
                 server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
                 server.set_mouse(Box::new(FakeMouse::new(log.clone())));
                 server.set_tablet(Box::new(FakeTablet::new(log.clone())));

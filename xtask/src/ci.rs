@@ -63,7 +63,7 @@ fn present(p: &Probe) -> bool {
 }
 
 /// The fuzz crates, excluded from the workspace (they need their own profile for cargo-fuzz).
-const FUZZ_CRATES: &[&str] = &["protocol/fuzz", "captures/fuzz"];
+const FUZZ_CRATES: &[&str] = &["protocol/fuzz", "captures/fuzz", "server/fuzz"];
 
 pub fn run_ci(a: &Args) -> anyhow::Result<()> {
     let root = root();

@@ -28,6 +28,11 @@ pub const PING_INTERVAL_MS: u64 = 15_000;
 /// the reference relies on TCP keepalive for this; a sans-IO core decides it here, so it also
 /// holds under simulation).
 pub const PONG_TIMEOUT_MS: u64 = 30_000;
+/// The largest message a client may send: a header announcing more closes the channel before
+/// anything is buffered. Client messages are small (the largest are agent and usbredir data
+/// chunks, tens of KiB), so a hostile client cannot make the server hold more than this per
+/// connection.
+pub const MAX_CLIENT_MESSAGE: u32 = 1024 * 1024;
 /// The default cap on bytes queued for one channel connection.
 pub const DEFAULT_OUTPUT_CAP: usize = 4 * 1024 * 1024;
 
@@ -89,7 +94,7 @@ impl ChannelCore {
     pub fn new(kind: HeaderKind, handle_acks: bool, ping_id: u32, now_ms: u64) -> Self {
         let mut c = ChannelCore {
             kind,
-            framer: Framer::new(kind),
+            framer: Framer::with_limit(kind, MAX_CLIENT_MESSAGE),
             serial: 0,
             acks: None,
             ping: PingState::Timer {
