@@ -2,5 +2,7 @@
 //! `spice-server` binary that serves them.
 //!
 //! - [`input`]: keyboard, mouse and tablet that record every event into an [`input::EventLog`].
+//! - [`screen`]: a framebuffer display playing deterministic scenes.
 
 pub mod input;
+pub mod screen;

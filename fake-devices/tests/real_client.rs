@@ -379,3 +379,181 @@ fn a_captured_session_with_our_server_decodes_in_our_transcript_and_in_tshark() 
         "tshark: malformed SPICE frames {malformed:?}"
     );
 }
+
+/// Whether spicy-screenshot is installed; `false` (after printing why) means skip.
+fn screenshot_tool_available() -> bool {
+    let ok = Command::new("spicy-screenshot")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but spicy-screenshot (package spice-client-gtk) is missing");
+        }
+        eprintln!("skipped: spicy-screenshot not installed (apt-get install spice-client-gtk)");
+    }
+    ok
+}
+
+/// A binary PPM (P6, maxval 255) as (width, height, RGB bytes).
+fn read_ppm(path: &Path) -> (u32, u32, Vec<u8>) {
+    let b = std::fs::read(path).expect("read the screenshot");
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 {
+        while b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if b[i] == b'#' {
+            while b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        let start = i;
+        while !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        fields.push(String::from_utf8_lossy(&b[start..i]).into_owned());
+    }
+    assert_eq!(fields[0], "P6");
+    let (w, h): (u32, u32) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    (w, h, b[i + 1..].to_vec())
+}
+
+/// Our `--snapshot` PNG as (width, height, RGB bytes).
+fn snapshot_rgb(scene: &str, size: &str, dir: &Path) -> (u32, u32, Vec<u8>) {
+    let out = dir.join(format!("{scene}.png"));
+    let st = Command::new(env!("CARGO_BIN_EXE_spice-server"))
+        .args(["--scene", scene, "--size", size, "--snapshot"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let rgb: Vec<u8> = buf[..info.buffer_size()]
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (info.width, info.height, rgb)
+}
+
+#[test]
+fn spicy_screenshot_equals_our_snapshot_for_every_scene_and_lossless_compression() {
+    if !screenshot_tool_available() {
+        return;
+    }
+    let dir = tempdir("screens");
+    let mut report = Vec::new();
+    let cases: &[(&str, &str)] = &[
+        ("desktop", "off"),
+        ("desktop", "quic"),
+        ("desktop", "lz"),
+        ("desktop", "glz"),
+        ("desktop", "auto_lz"),
+        ("desktop", "auto_glz"),
+        ("solid", "auto_glz"),
+        ("text", "glz"),
+        ("photo", "quic"),
+        ("photo", "auto_lz"),
+        ("windows", "lz"),
+    ];
+    for (scene, comp) in cases {
+        let size = "800x600";
+        let want = snapshot_rgb(scene, size, &dir);
+        let server = ServerProc::start(&[
+            "--disable-ticketing",
+            "--scene",
+            scene,
+            "--size",
+            size,
+            "--image-compression",
+            comp,
+        ]);
+        // Let the scene settle (1.5 s of scene time) before the client looks.
+        std::thread::sleep(Duration::from_millis(1_800));
+        let shot = dir.join(format!("{scene}-{comp}.ppm"));
+        let st = Command::new("spicy-screenshot")
+            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-o"])
+            .arg(&shot)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "spicy-screenshot failed for {scene}/{comp}");
+        let got = read_ppm(&shot);
+        assert_eq!((got.0, got.1), (want.0, want.1), "{scene}/{comp}: size");
+        let differing = got
+            .2
+            .chunks_exact(3)
+            .zip(want.2.chunks_exact(3))
+            .filter(|(a, b)| a != b)
+            .count();
+        if let Some(i) = got
+            .2
+            .chunks_exact(3)
+            .zip(want.2.chunks_exact(3))
+            .position(|(a, b)| a != b)
+        {
+            let (x, y) = (i as u32 % want.0, i as u32 / want.0);
+            eprintln!(
+                "{scene}/{comp}: first difference at {x},{y}: spice-gtk {:?}, scene {:?}",
+                &got.2[i * 3..i * 3 + 3],
+                &want.2[i * 3..i * 3 + 3]
+            );
+        }
+        report.push(format!("{scene}/{comp}: {differing} pixels differ"));
+        assert_eq!(
+            differing, 0,
+            "{scene}/{comp}: spice-gtk's screen differs from the scene"
+        );
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn a_client_that_watches_the_scene_move_ends_with_the_settled_screen() {
+    if !real_client_available() {
+        return;
+    }
+    let dir = tempdir("watch");
+    for comp in ["glz", "auto_glz", "quic", "lz", "off"] {
+        let size = "640x480";
+        let want = snapshot_rgb("desktop", size, &dir);
+        let server = ServerProc::start(&[
+            "--disable-ticketing",
+            "--scene",
+            "desktop",
+            "--size",
+            size,
+            "--image-compression",
+            comp,
+        ]);
+        let shot = dir.join(format!("watch-{comp}.ppm"));
+        // Connect at once: the window is still moving; stay until well after it rests.
+        let plan = serde_json::json!({
+            "timeout": 30, "screenshot": shot.to_str().unwrap(),
+            "sessions": [{"settle": 2.5, "linger": 0.5, "steps": []}],
+        });
+        let (report, ok) = run_client(server.port, plan, &dir);
+        assert!(ok, "client failed: {report}");
+        let got = read_ppm(&shot);
+        assert_eq!((got.0, got.1), (want.0, want.1));
+        let differing = got
+            .2
+            .chunks_exact(3)
+            .zip(want.2.chunks_exact(3))
+            .filter(|(a, b)| a != b)
+            .count();
+        eprintln!("watch desktop/{comp}: {differing} pixels differ");
+        assert_eq!(
+            differing, 0,
+            "desktop/{comp}: the client's final screen differs"
+        );
+    }
+}

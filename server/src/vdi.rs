@@ -54,3 +54,19 @@ pub trait CharDevice {
     /// Bytes from the device to the client; returns how many were put in `buf`.
     fn read(&mut self, buf: &mut [u8]) -> usize;
 }
+
+/// A plain framebuffer display (for VMMs without QXL, like QEMU's `-vga std` through
+/// `spice-app`/gl-less displays): the device draws into its own 32-bit xRGB framebuffer and
+/// reports which rectangles changed; the server reads the pixels when it sends them, so a slow
+/// client gets the newest content of a region rather than every intermediate frame.
+pub trait Framebuffer {
+    /// Width and height in pixels (fixed for the device's life).
+    fn size(&self) -> (u32, u32);
+    /// Let the device run up to `now_ms`; the rectangles it changed since the last call
+    /// (`left`/`top` inclusive, `right`/`bottom` exclusive, inside the screen).
+    fn update(&mut self, now_ms: u64) -> Vec<spice_proto::types::Rect>;
+    /// The whole screen: `width * 4` bytes per row (B, G, R, X), top row first.
+    fn pixels(&self) -> &[u8];
+    /// When the device will next change the screen, if it knows.
+    fn next_wakeup(&self) -> Option<u64>;
+}

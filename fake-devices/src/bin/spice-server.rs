@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spice_fake_devices::input::{to_json_line, EventLog, FakeKeyboard, FakeMouse, FakeTablet};
+use spice_fake_devices::screen::FakeScreen;
 use spice_server::link::Ticketing;
 use spice_server::{Config, ImageCompression, Server};
 
@@ -40,6 +41,19 @@ struct Args {
     /// Write every input event the fake devices receive to FILE, as JSON lines.
     #[arg(long, value_name = "FILE")]
     events_log: Option<PathBuf>,
+    /// The scene the fake display plays: desktop, solid, text, photo, windows, animated.
+    #[arg(long, default_value = "desktop")]
+    scene: String,
+    /// The fake display's size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1024x768", value_parser = parse_size)]
+    size: (u32, u32),
+    /// Write the scene's framebuffer (as the fake display holds it once the scene has
+    /// settled, or at --snapshot-at) to OUT.png and exit.
+    #[arg(long, value_name = "OUT.png")]
+    snapshot: Option<PathBuf>,
+    /// The scene time of --snapshot, in ms (default: when the scene has settled).
+    #[arg(long, value_name = "MS", requires = "snapshot")]
+    snapshot_at: Option<u64>,
     /// The VM name clients show.
     #[arg(long, default_value = "spice-rs")]
     name: String,
@@ -59,6 +73,23 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !spice_fake_devices::screen::SCENES.contains(&args.scene.as_str()) {
+        eprintln!(
+            "spice-server: unknown scene {:?} ({})",
+            args.scene,
+            spice_fake_devices::screen::SCENES.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    if let Some(out) = &args.snapshot {
+        return match snapshot(&args, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spice-server: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if args.password.is_none() && !args.disable_ticketing {
         eprintln!("spice-server: give --password PASSWORD or --disable-ticketing");
         return ExitCode::from(2);
@@ -106,6 +137,10 @@ fn run(args: Args) -> std::io::Result<()> {
             let _ = out.flush();
         });
     }
+    let (w, h) = args.size;
+    let screen = FakeScreen::new(&args.scene, w, h)
+        .ok_or_else(|| std::io::Error::other("bad scene or size"))?;
+    server.display().set_framebuffer(Box::new(screen));
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
     server.set_tablet(Box::new(FakeTablet::new(log.clone())));
@@ -129,6 +164,37 @@ fn run(args: Args) -> std::io::Result<()> {
         })
         .await
     })
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once('x').ok_or("size is WIDTHxHEIGHT")?;
+    let w: u32 = w.parse().map_err(|_| "bad width")?;
+    let h: u32 = h.parse().map_err(|_| "bad height")?;
+    if !(64..=8192).contains(&w) || !(64..=8192).contains(&h) {
+        return Err("width and height must be 64..=8192".into());
+    }
+    Ok((w, h))
+}
+
+/// `--snapshot`: the scene's framebuffer at its settled time (or `--snapshot-at`) as PNG.
+fn snapshot(args: &Args, out: &std::path::Path) -> std::io::Result<()> {
+    let (w, h) = args.size;
+    let probe =
+        FakeScreen::new(&args.scene, w, h).ok_or_else(|| std::io::Error::other("bad scene"))?;
+    let at = args
+        .snapshot_at
+        .or(probe.settled())
+        .unwrap_or(spice_fake_devices::screen::SETTLE_MS);
+    let rgba = FakeScreen::rgba_at(&args.scene, w, h, at)
+        .ok_or_else(|| std::io::Error::other("bad scene"))?;
+    let file = BufWriter::new(File::create(out)?);
+    let mut enc = png::Encoder::new(file, w, h);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().map_err(std::io::Error::other)?;
+    wr.write_image_data(&rgba).map_err(std::io::Error::other)?;
+    wr.finish().map_err(std::io::Error::other)?;
+    Ok(())
 }
 
 /// A stable UUID for this run (the reference gets QEMU's `-uuid`).

@@ -1,19 +1,47 @@
-//! The display side shared by all clients: the QXL device, its surfaces, and the drawables
-//! waiting to be sent.
+//! The display side shared by all clients: the display device and the record of which screen
+//! regions changed when.
 //!
-//! Built so far: the placeholder the server object calls. The QXL command pipeline (reading
-//! the rings, the drawable tree, the server-side canvas) comes with the display work.
+//! Built: the framebuffer display ([`crate::vdi::Framebuffer`]). Each change the device
+//! reports is logged with a sequence number; every display channel takes the changes it has not
+//! seen into its own dirty region and sends those regions from the device's current pixels.
+//! The log is bounded ([`MAX_UPDATES`]): a client that falls further behind is sent the whole
+//! screen again, so nothing grows with a slow client. The QXL command pipeline (rings in guest
+//! memory, drawables, surfaces) is not built yet.
+//!
+//! Must not: know about channels or encodings; read a clock (time is passed in).
+
+use std::collections::VecDeque;
+
+use spice_proto::types::Rect;
 
 use crate::server::ImageCompression;
+use crate::vdi::Framebuffer;
+
+/// How many changes are remembered for clients that are behind.
+pub const MAX_UPDATES: usize = 256;
 
 /// The display state shared by every display channel.
 pub struct Display {
     compression: ImageCompression,
+    device: Option<Box<dyn Framebuffer>>,
+    /// (sequence number, rectangle), oldest first.
+    updates: VecDeque<(u64, Rect)>,
+    next_seq: u64,
 }
 
 impl Display {
     pub(crate) fn new(compression: ImageCompression) -> Self {
-        Display { compression }
+        Display {
+            compression,
+            device: None,
+            updates: VecDeque::new(),
+            next_seq: 1,
+        }
+    }
+
+    /// Attach the framebuffer display device.
+    pub fn set_framebuffer(&mut self, fb: Box<dyn Framebuffer>) {
+        self.device = Some(fb);
     }
 
     /// The image compression setting.
@@ -23,12 +51,64 @@ impl Display {
 
     /// Whether a display device is attached (display and cursor channels exist).
     pub fn has_device(&self) -> bool {
-        false
+        self.device.is_some()
+    }
+
+    /// The screen size, if there is a device.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        self.device.as_ref().map(|d| d.size())
+    }
+
+    /// The device's pixels (B, G, R, X rows, top first).
+    pub fn pixels(&self) -> Option<&[u8]> {
+        self.device.as_ref().map(|d| d.pixels())
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
-        None
+        self.device.as_ref().and_then(|d| d.next_wakeup())
     }
 
-    pub(crate) fn handle_timeout(&mut self, _now_ms: u64) {}
+    pub(crate) fn handle_timeout(&mut self, now_ms: u64) {
+        let Some(d) = self.device.as_mut() else {
+            return;
+        };
+        let (w, h) = d.size();
+        for r in d.update(now_ms) {
+            // Keep only what lies on the screen: a device's bad rectangle must not become a
+            // bad read later.
+            let r = Rect {
+                left: r.left.clamp(0, w as i32),
+                top: r.top.clamp(0, h as i32),
+                right: r.right.clamp(0, w as i32),
+                bottom: r.bottom.clamp(0, h as i32),
+            };
+            if r.is_empty() {
+                continue;
+            }
+            self.updates.push_back((self.next_seq, r));
+            self.next_seq += 1;
+            if self.updates.len() > MAX_UPDATES {
+                self.updates.pop_front();
+            }
+        }
+    }
+
+    /// The sequence number the next change will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Changes from sequence `since` on; `None` if some of them were forgotten (send all).
+    pub(crate) fn updates_since(&self, since: u64) -> Option<Vec<Rect>> {
+        match self.updates.front() {
+            Some(&(first, _)) if first > since => None,
+            _ => Some(
+                self.updates
+                    .iter()
+                    .filter(|(s, _)| *s >= since)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+            ),
+        }
+    }
 }
