@@ -127,6 +127,7 @@ pub fn run_capture(path: &Path, opts: &RunOptions) -> CaptureReport {
         password: opts.password.clone().or(entry.password),
         image_compression: entry.image_compression.unwrap_or_default(),
         breakage: opts.breakage,
+        screen: entry.screen,
     };
     let t0 = t
         .channels()

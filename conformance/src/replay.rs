@@ -42,6 +42,8 @@ pub struct ReplayOptions {
     pub image_compression: ImageCompression,
     /// Test-only: a deliberately broken server.
     pub breakage: Option<Breakage>,
+    /// The reference's screen size: our fake display is made the same size (default 1024x768).
+    pub screen: Option<(u32, u32)>,
 }
 
 /// One message our server sent, as the replay client read it.
@@ -151,6 +153,13 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
     };
     let mut server = Server::new(cfg);
     server.set_link_key(spice_server::testing::fixed_key());
+    // The display: a fake screen the size of the reference's, showing the default scene (the
+    // reference's screen content is not reproducible, so frames are compared by kind, not by
+    // pixels; see POLICY.md).
+    let (w, h) = opts.screen.unwrap_or((1024, 768));
+    if let Some(screen) = spice_fake_devices::screen::FakeScreen::new("desktop", w, h) {
+        server.display().set_framebuffer(Box::new(screen));
+    }
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
     server.set_tablet(Box::new(FakeTablet::new(log.clone())));

@@ -68,4 +68,6 @@ fn each_breakage_fails_exactly_its_channel() {
     assert_eq!(newly(Breakage::DropKey), ["inputs:0"]);
     assert_eq!(newly(Breakage::WrongCaps), ["inputs:0"]);
     assert_eq!(newly(Breakage::WrongMouseMode), ["main:0"]);
+    assert_eq!(newly(Breakage::NoMark), ["display:0"]);
+    assert_eq!(newly(Breakage::NoCursorInit), ["cursor:0"]);
 }

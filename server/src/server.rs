@@ -80,14 +80,20 @@ pub enum Breakage {
     WrongCaps,
     /// Main's `init` reports the wrong current mouse mode.
     WrongMouseMode,
+    /// The display channel never sends `mark` after the first screen.
+    NoMark,
+    /// The cursor channel never sends `init`.
+    NoCursorInit,
 }
 
 impl Breakage {
-    pub const ALL: [Breakage; 4] = [
+    pub const ALL: [Breakage; 6] = [
         Breakage::DropKey,
         Breakage::ReorderInputs,
         Breakage::WrongCaps,
         Breakage::WrongMouseMode,
+        Breakage::NoMark,
+        Breakage::NoCursorInit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +102,8 @@ impl Breakage {
             Breakage::ReorderInputs => "reorder-inputs",
             Breakage::WrongCaps => "wrong-caps",
             Breakage::WrongMouseMode => "wrong-mouse-mode",
+            Breakage::NoMark => "no-mark",
+            Breakage::NoCursorInit => "no-cursor-init",
         }
     }
 }
@@ -651,7 +659,12 @@ impl Server {
             }
             ChannelType::Cursor => {
                 let core = ChannelCore::new(header, true, ping_id, now);
-                State::Cursor(CursorChannel::new(core, &linked, &self.shared))
+                State::Cursor(CursorChannel::new(
+                    core,
+                    &linked,
+                    &self.shared,
+                    self.shared.cfg.breakage != Some(Breakage::NoCursorInit),
+                ))
             }
             _ => State::Closing,
         };

@@ -24,7 +24,7 @@ pub struct ConformanceArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Test-only: replay against a deliberately broken server
-    /// (drop-key, reorder-inputs, wrong-caps, wrong-mouse-mode).
+    /// (drop-key, reorder-inputs, wrong-caps, wrong-mouse-mode, no-mark, no-cursor-init).
     #[arg(long = "break", value_name = "NAME")]
     breakage: Option<Breakage>,
 }

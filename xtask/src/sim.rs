@@ -45,7 +45,7 @@ pub struct Args {
     /// Run only every n-th seed starting at the k-th (0-based): `--partition 2/4`.
     #[arg(long, value_name = "k/n")]
     partition: Option<String>,
-    /// Test-only: run a deliberately broken server (drop-key, reorder-inputs, wrong-caps, wrong-mouse-mode).
+    /// Test-only: run a deliberately broken server (see `cargo xtask conformance --help`).
     #[arg(long = "break", value_name = "NAME")]
     breakage: Option<Breakage>,
 }

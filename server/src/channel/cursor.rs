@@ -17,18 +17,25 @@ pub struct CursorChannel {
 }
 
 impl CursorChannel {
-    pub(crate) fn new(mut core: ChannelCore, _linked: &Linked, _shared: &Shared) -> Self {
-        core.send(&CursorServer::Init(CursorInit {
-            position: Point16 { x: 0, y: 0 },
-            trail_length: 0,
-            trail_frequency: 0,
-            visible: 0,
-            cursor: Cursor {
-                flags: CursorFlags::EMPTY,
-                header: None,
-                data: Default::default(),
-            },
-        }));
+    pub(crate) fn new(
+        mut core: ChannelCore,
+        _linked: &Linked,
+        _shared: &Shared,
+        send_init: bool,
+    ) -> Self {
+        if send_init {
+            core.send(&CursorServer::Init(CursorInit {
+                position: Point16 { x: 0, y: 0 },
+                trail_length: 0,
+                trail_frequency: 0,
+                visible: 0,
+                cursor: Cursor {
+                    flags: CursorFlags::EMPTY,
+                    header: None,
+                    data: Default::default(),
+                },
+            }));
+        }
         CursorChannel { core }
     }
 

@@ -31,18 +31,12 @@ use crate::channel::core::{ChannelCore, ChannelError};
 use crate::link::Linked;
 use crate::server::{ChannelImpl, ImageCompression, Shared};
 
-/// The display capabilities this server offers (those the reference offers a client, minus
-/// GL scanout and the video codecs it has no encoder for here).
+/// The display capabilities this server offers: those spice-server 0.15 offers (the rest of
+/// the display caps are client capabilities: what the client can decode).
 pub const SERVER_CAPS: &[u32] = &[
-    caps::display::SIZED_STREAM,
     caps::display::MONITORS_CONFIG,
-    caps::display::COMPOSITE,
-    caps::display::A8_SURFACE,
     caps::display::STREAM_REPORT,
-    caps::display::LZ4_COMPRESSION,
     caps::display::PREF_COMPRESSION,
-    caps::display::MULTI_CODEC,
-    caps::display::CODEC_MJPEG,
     caps::display::PREF_VIDEO_CODEC_TYPE,
 ];
 
@@ -423,7 +417,9 @@ impl ChannelImpl for DisplayChannel {
                         }],
                     }));
             }
-            self.core.send(&DisplayServer::Mark);
+            if shared.cfg.breakage != Some(crate::server::Breakage::NoMark) {
+                self.core.send(&DisplayServer::Mark);
+            }
             self.phase = Phase::Streaming;
         }
     }
