@@ -8,6 +8,9 @@
 //!   [`ClientPlan::lossless`](crate::plan::ClientPlan::lossless)) that ended cleanly, they
 //!   are exactly what it sent.
 //! - A faulty client does not stop another: a lossless client always ends cleanly.
+//! - After quiescence a connected client's screen equals the device's framebuffer: a client
+//!   with no fault of its own that stayed past the scene's settling has, pixel for pixel, the
+//!   fake display's settled frame.
 //! - The bytes queued for any one connection stay under the output cap plus one message.
 //! - After every client leaves, the server holds no connection and no session.
 
@@ -91,6 +94,16 @@ pub fn check(
                 got.len(),
                 rep.sent.len()
             ));
+        }
+        // A client with no fault of its own that saw the scene settle has exactly the device's
+        // screen (lossless compression), whatever the other clients did.
+        if plan.lossless() && plan.stall.is_none() && plan.hold.is_none() && rep.clean {
+            if let Some(false) = rep.screen_matches {
+                v.push(format!(
+                    "client {k}: its screen is not the device's framebuffer: {}",
+                    rep.screen_note.as_deref().unwrap_or("?")
+                ));
+            }
         }
         if plan.lossless() && plan.stall.is_none() && !rep.clean {
             v.push(format!(

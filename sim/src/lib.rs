@@ -14,6 +14,7 @@ pub mod client;
 pub mod invariants;
 pub mod pcap;
 pub mod plan;
+pub mod screen;
 pub mod world;
 
 use std::str::FromStr;
@@ -138,6 +139,8 @@ pub struct Options {
     pub breakage: Option<spice_server::server::Breakage>,
     /// Keep every byte of the run in the outcome (for `--pcap`).
     pub keep_traffic: bool,
+    /// The fake display's size (it plays the `desktop` scene).
+    pub screen: (u32, u32),
 }
 
 impl Default for Options {
@@ -150,6 +153,7 @@ impl Default for Options {
             output_cap: 256 * 1024,
             breakage: None,
             keep_traffic: false,
+            screen: (320, 240),
         }
     }
 }

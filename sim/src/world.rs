@@ -14,8 +14,11 @@ use std::time::Duration;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use spice_fake_devices::input::{EventLog, FakeKeyboard, FakeMouse, FakeTablet};
+use spice_proto::messages::display::DisplayInit;
 use spice_proto::messages::main::MouseMode;
-use spice_proto::messages::{ChannelType, InputsClient, MainClient, MainServer, Message};
+use spice_proto::messages::{
+    ChannelType, DisplayClient, DisplayServer, InputsClient, MainClient, MainServer, Message,
+};
 use spice_server::link::Ticketing;
 use spice_server::{Config, Server};
 
@@ -47,6 +50,13 @@ pub struct ClientReport {
     pub error: Option<String>,
     /// Messages received on main after linking.
     pub main_messages: u64,
+    /// Draws the display channel applied.
+    pub draws: u64,
+    /// Whether the client's screen equals the scene's settled frame when it left; None if it
+    /// did not see the whole run (left before the scene settled, or had no display).
+    pub screen_matches: Option<bool>,
+    /// Why the screen could not be compared or differs.
+    pub screen_note: Option<String>,
 }
 
 /// The result of one run.
@@ -113,6 +123,7 @@ pub fn run(opts: &Options) -> Outcome {
         breakage: opts.breakage,
         ..Config::default()
     };
+    let screen_size = opts.screen;
     {
         let log = log.clone();
         let stats = stats.clone();
@@ -124,6 +135,10 @@ pub fn run(opts: &Options) -> Outcome {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let mut server = Server::new(cfg);
                 server.set_link_key(spice_server::testing::fixed_key());
+                let (w, h) = screen_size;
+                if let Some(fb) = spice_fake_devices::screen::FakeScreen::new("desktop", w, h) {
+                    server.display().set_framebuffer(Box::new(fb));
+                }
                 server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
                 server.set_mouse(Box::new(FakeMouse::new(log.clone())));
                 server.set_tablet(Box::new(FakeTablet::new(log.clone())));
@@ -162,8 +177,11 @@ pub fn run(opts: &Options) -> Outcome {
             // A client gives up if its whole plan has not finished long after it should have
             // (a held or partitioned link can leave it waiting for bytes that never come).
             let limit = Duration::from_millis(plan.start_ms) + Duration::from_secs(60);
-            let r = match tokio::time::timeout(limit, run_client(&plan, &mut rng, rec, &report))
-                .await
+            let r = match tokio::time::timeout(
+                limit,
+                run_client(&plan, &mut rng, rec, &report, screen_size),
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(_) => Err(ClientError::Protocol("gave up: no progress".into())),
@@ -294,6 +312,7 @@ async fn run_client(
     rng: &mut ChaCha20Rng,
     rec: Rc<RefCell<Recorder>>,
     report: &Rc<RefCell<ClientReport>>,
+    screen_size: (u32, u32),
 ) -> Result<(), ClientError> {
     let k = plan.index;
     let params = |channel, connection_id| LinkParams {
@@ -341,6 +360,43 @@ async fn run_client(
         rec.clone(),
     )
     .await?;
+    // The display: init, then every message applied to the client's screen in the background.
+    let mut display = Conn::link(
+        params(ChannelType::Display, init.session_id),
+        k,
+        2,
+        rng,
+        rec.clone(),
+    )
+    .await?;
+    display
+        .send(&DisplayClient::Init(DisplayInit {
+            pixmap_cache_id: 1,
+            pixmap_cache_size: 20 << 20,
+            glz_dictionary_id: 1,
+            glz_dictionary_window_size: 1 << 22,
+        }))
+        .await?;
+    let screen = Rc::new(RefCell::new(crate::screen::Screen::default()));
+    let (display_tx, mut display_stop) = tokio::sync::oneshot::channel::<()>();
+    let display_screen = screen.clone();
+    let display_task = tokio::task::spawn_local(async move {
+        loop {
+            tokio::select! {
+                _ = &mut display_stop => return,
+                r = display.recv() => {
+                    let Ok(m) = r else { return };
+                    match DisplayServer::decode(m.header.msg_type, &m.body) {
+                        Ok(msg) => display_screen.borrow_mut().apply(&msg),
+                        Err(e) => {
+                            let mut s = display_screen.borrow_mut();
+                            s.unsupported.push(format!("undecodable display message: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    });
     // Keep main (and inputs) read in the background, as a real client does.
     let main_report = report.clone();
     let stall = plan.stall;
@@ -418,8 +474,38 @@ async fn run_client(
         }
         report.borrow_mut().sent.push(*input);
     }
-    // Give the last inputs time to arrive, then leave in an orderly way.
+    // Give the last inputs (and frames) time to arrive, then leave in an orderly way.
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _ = display_tx.send(());
+    let _ = display_task.await;
+    {
+        let s = screen.borrow();
+        let mut rep = report.borrow_mut();
+        rep.draws = s.draws;
+        let settled = spice_fake_devices::screen::SETTLE_MS;
+        if !s.unsupported.is_empty() {
+            rep.screen_note = Some(format!("unsupported: {:?}", s.unsupported));
+            rep.screen_matches = Some(false);
+        } else if crate::client::now_us() / 1000 >= settled + 500 {
+            let (w, h) = screen_size;
+            let want = spice_fake_devices::screen::FakeScreen::rgba_at("desktop", w, h, settled);
+            let got = s.rgba();
+            let ok = want.as_deref() == Some(&got[..]);
+            if !ok {
+                let differing = want.as_ref().map_or(0, |w| {
+                    w.chunks(4)
+                        .zip(got.chunks(4))
+                        .filter(|(a, b)| a != b)
+                        .count()
+                });
+                rep.screen_note = Some(format!(
+                    "{differing} pixels differ ({}x{} surface, {} draws)",
+                    s.width, s.height, s.draws
+                ));
+            }
+            rep.screen_matches = Some(ok);
+        }
+    }
     let _ = main_tx.send(());
     let _main = main_task.await;
     drop(inputs);

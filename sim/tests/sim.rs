@@ -34,6 +34,27 @@ fn no_faults_passes() {
 }
 
 #[test]
+fn clients_screens_are_compared_with_the_device_and_match() {
+    let out = run(&opts(4, Faults::none()));
+    assert!(out.passed(), "{:?}", out.violations);
+    let compared: Vec<_> = out
+        .reports
+        .iter()
+        .filter_map(|r| r.screen_matches)
+        .collect();
+    assert!(
+        !compared.is_empty(),
+        "no client's screen was compared: {:#?}",
+        out.reports
+    );
+    assert!(compared.iter().all(|m| *m), "{:#?}", out.reports);
+    assert!(
+        out.reports.iter().all(|r| r.draws > 0),
+        "a client got no frames"
+    );
+}
+
+#[test]
 fn every_fault_class_passes_on_its_own() {
     for name in Faults::NAMES {
         for seed in 0..3 {
