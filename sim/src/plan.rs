@@ -51,6 +51,9 @@ pub struct ClientPlan {
     pub partition: Option<(u64, u64)>,
     /// Link latency in ms (min, max) when latency faults are on.
     pub latency: Option<(u64, u64)>,
+    /// When the client leaves (simulated ms), if it has not crashed: it stays connected,
+    /// receiving, until the end of the run's duration.
+    pub end_ms: u64,
 }
 
 impl ClientPlan {
@@ -123,6 +126,7 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
                 hold: None,
                 partition: None,
                 latency: None,
+                end_ms: horizon,
             };
             // Client 0 is kept well-behaved (only latency) when there are several clients, so
             // every run checks that others' faults do not stop a good client.

@@ -176,7 +176,7 @@ pub fn run(opts: &Options) -> Outcome {
             tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
             // A client gives up if its whole plan has not finished long after it should have
             // (a held or partitioned link can leave it waiting for bytes that never come).
-            let limit = Duration::from_millis(plan.start_ms) + Duration::from_secs(60);
+            let limit = Duration::from_millis(plan.end_ms) + Duration::from_secs(60);
             let r = match tokio::time::timeout(
                 limit,
                 run_client(&plan, &mut rng, rec, &report, screen_size),
@@ -474,8 +474,11 @@ async fn run_client(
         }
         report.borrow_mut().sent.push(*input);
     }
-    // Give the last inputs (and frames) time to arrive, then leave in an orderly way.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Stay until the end of the run (at least a second after the last input, so the last
+    // inputs and frames arrive), then leave in an orderly way.
+    let now_ms = crate::client::now_us() / 1000;
+    let stay = plan.end_ms.saturating_sub(now_ms).max(1000);
+    tokio::time::sleep(Duration::from_millis(stay)).await;
     let _ = display_tx.send(());
     let _ = display_task.await;
     {

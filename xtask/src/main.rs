@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod capture;
 mod ci;
 mod conformance;
@@ -31,6 +32,8 @@ enum Cmd {
     Transcript(transcript::Args),
     /// Run the deterministic simulator over seeds.
     Sim(sim::Args),
+    /// Run the benchmarks and print their tables (codecs, sim).
+    Bench(bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Capture(a) => capture::run(a),
         Cmd::Transcript(a) => transcript::run(a),
         Cmd::Sim(a) => sim::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match res {
         Ok(code) => code,

@@ -12,6 +12,7 @@
 //! [`CodecError`] naming what was wrong.
 
 pub mod glz;
+pub mod images;
 pub mod lz;
 pub mod quic;
 
