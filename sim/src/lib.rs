@@ -36,6 +36,8 @@ pub struct Faults {
     pub stall: bool,
     /// A client that sends hostile bytes on one channel.
     pub hostile: bool,
+    /// The display device that stops servicing the server for a while (then catches up).
+    pub device: bool,
 }
 
 impl Faults {
@@ -50,6 +52,7 @@ impl Faults {
             crash: true,
             stall: true,
             hostile: true,
+            device: true,
         }
     }
 
@@ -71,6 +74,7 @@ impl Faults {
             "crash" => &mut self.crash,
             "stall" => &mut self.stall,
             "hostile" => &mut self.hostile,
+            "device" => &mut self.device,
             _ => return false,
         };
         *slot = on;

@@ -51,6 +51,8 @@ pub struct ClientPlan {
     pub partition: Option<(u64, u64)>,
     /// Link latency in ms (min, max) when latency faults are on.
     pub latency: Option<(u64, u64)>,
+    /// Leave and come back as a new session before this input.
+    pub reconnect: Option<usize>,
     /// When the client leaves (simulated ms), if it has not crashed: it stays connected,
     /// receiving, until the end of the run's duration.
     pub end_ms: u64,
@@ -127,7 +129,11 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
                 partition: None,
                 latency: None,
                 end_ms: horizon,
+                reconnect: None,
             };
+            if chance(&mut rng, 25) {
+                plan.reconnect = Some(range(&mut rng, 1, n as u64) as usize);
+            }
             // Client 0 is kept well-behaved (only latency) when there are several clients, so
             // every run checks that others' faults do not stop a good client.
             let faulty = opts.clients == 1 || k != 0;

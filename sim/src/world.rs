@@ -57,6 +57,8 @@ pub struct ClientReport {
     pub screen_matches: Option<bool>,
     /// Why the screen could not be compared or differs.
     pub screen_note: Option<String>,
+    /// The client left and came back as a new session (its plan's reconnect).
+    pub reconnected: bool,
 }
 
 /// The result of one run.
@@ -77,6 +79,48 @@ pub struct Outcome {
 impl Outcome {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+}
+
+/// The fake screen behind a device that, during its stall windows, reports no change and does
+/// not advance; afterwards it catches up at once.
+struct StallingScreen {
+    inner: spice_fake_devices::screen::FakeScreen,
+    stalls: Vec<(u64, u64)>,
+    /// Set while stalled: when the device will service the server again.
+    resume_at: Option<u64>,
+}
+
+impl StallingScreen {
+    fn stalled_until(&self, t: u64) -> Option<u64> {
+        self.stalls
+            .iter()
+            .find(|(at, len)| t >= *at && t < at + len)
+            .map(|(at, len)| at + len)
+    }
+}
+
+impl spice_server::vdi::Framebuffer for StallingScreen {
+    fn size(&self) -> (u32, u32) {
+        self.inner.size()
+    }
+    fn update(&mut self, now_ms: u64) -> Vec<spice_proto::types::Rect> {
+        if let Some(end) = self.stalled_until(now_ms) {
+            self.resume_at = Some(end);
+            return Vec::new();
+        }
+        self.resume_at = None;
+        self.inner.update(now_ms)
+    }
+    fn pixels(&self) -> &[u8] {
+        self.inner.pixels()
+    }
+    fn next_wakeup(&self) -> Option<u64> {
+        if let Some(r) = self.resume_at {
+            return Some(r);
+        }
+        let t = self.inner.next_wakeup()?;
+        Some(self.stalled_until(t).unwrap_or(t))
     }
 }
 
@@ -124,20 +168,40 @@ pub fn run(opts: &Options) -> Outcome {
         ..Config::default()
     };
     let screen_size = opts.screen;
+    // The display device stops servicing the server for these (start, length) windows.
+    let device_stalls: Vec<(u64, u64)> = if opts.faults.device {
+        let n = 1 + world_rng.next_u64() % 2;
+        (0..n)
+            .map(|_| {
+                (
+                    world_rng.next_u64() % (opts.duration_s * 1000).max(1),
+                    200 + world_rng.next_u64() % 2800,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     {
         let log = log.clone();
         let stats = stats.clone();
+        let device_stalls = device_stalls.clone();
         sim.host(SERVER, move || {
             let log = log.clone();
             let stats = stats.clone();
             let cfg = cfg.clone();
+            let device_stalls = device_stalls.clone();
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let mut server = Server::new(cfg);
                 server.set_link_key(spice_server::testing::fixed_key());
                 let (w, h) = screen_size;
                 if let Some(fb) = spice_fake_devices::screen::FakeScreen::new("desktop", w, h) {
-                    server.display().set_framebuffer(Box::new(fb));
+                    server.display().set_framebuffer(Box::new(StallingScreen {
+                        inner: fb,
+                        stalls: device_stalls.clone(),
+                        resume_at: None,
+                    }));
                 }
                 server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
                 server.set_mouse(Box::new(FakeMouse::new(log.clone())));
@@ -306,14 +370,42 @@ impl Fault {
     }
 }
 
-/// One client's life: link main, ask for client mouse mode, link inputs, send the plan.
-async fn run_client(
+/// A client's linked session: its inputs connection, and the tasks reading main and display.
+struct Live {
+    inputs: Conn,
+    main_task: tokio::task::JoinHandle<Conn>,
+    main_tx: tokio::sync::oneshot::Sender<()>,
+    display_task: tokio::task::JoinHandle<()>,
+    display_tx: tokio::sync::oneshot::Sender<()>,
+    screen: Rc<RefCell<crate::screen::Screen>>,
+}
+
+impl Live {
+    /// Vanish: every connection dropped where it is.
+    fn crash(self) {
+        self.main_task.abort();
+        self.display_task.abort();
+    }
+
+    /// Leave in an orderly way.
+    async fn close(self) {
+        let _ = self.display_tx.send(());
+        let _ = self.display_task.await;
+        let _ = self.main_tx.send(());
+        let _ = self.main_task.await;
+        drop(self.inputs);
+    }
+}
+
+/// Link main, ask for client mouse mode, link inputs and display; `conn_base` numbers the
+/// connections in the recorder (a reconnect uses new numbers).
+async fn connect_session(
     plan: &ClientPlan,
     rng: &mut ChaCha20Rng,
-    rec: Rc<RefCell<Recorder>>,
+    rec: &Rc<RefCell<Recorder>>,
     report: &Rc<RefCell<ClientReport>>,
-    screen_size: (u32, u32),
-) -> Result<(), ClientError> {
+    conn_base: u32,
+) -> Result<Live, ClientError> {
     let k = plan.index;
     let params = |channel, connection_id| LinkParams {
         server: SERVER,
@@ -323,15 +415,7 @@ async fn run_client(
         connection_id,
         password: PASSWORD,
     };
-    let crash_mid_link = plan.crash == Some((0, true));
-    if crash_mid_link {
-        // Vanish in the middle of the link stage: half a link message, then gone.
-        let mut s = turmoil::net::TcpStream::connect((SERVER, PORT)).await?;
-        use tokio::io::AsyncWriteExt;
-        s.write_all(b"REDQ\x02\x00\x00\x00").await?;
-        return Ok(());
-    }
-    let mut main = Conn::link(params(ChannelType::Main, 0), k, 0, rng, rec.clone()).await?;
+    let mut main = Conn::link(params(ChannelType::Main, 0), k, conn_base, rng, rec.clone()).await?;
     // init, then the rest of what main sends at start.
     let init = loop {
         let m = main.recv().await?;
@@ -352,10 +436,10 @@ async fn run_client(
             client_mode = mm.current_mode == MouseMode::CLIENT;
         }
     }
-    let mut inputs = Conn::link(
+    let inputs = Conn::link(
         params(ChannelType::Inputs, init.session_id),
         k,
-        1,
+        conn_base + 1,
         rng,
         rec.clone(),
     )
@@ -364,7 +448,7 @@ async fn run_client(
     let mut display = Conn::link(
         params(ChannelType::Display, init.session_id),
         k,
-        2,
+        conn_base + 2,
         rng,
         rec.clone(),
     )
@@ -397,7 +481,7 @@ async fn run_client(
             }
         }
     });
-    // Keep main (and inputs) read in the background, as a real client does.
+    // Keep main read in the background, as a real client does (or stall it, per the plan).
     let main_report = report.clone();
     let stall = plan.stall;
     let (main_tx, mut main_stop) = tokio::sync::oneshot::channel::<()>();
@@ -421,21 +505,56 @@ async fn run_client(
             }
         }
     });
+    Ok(Live {
+        inputs,
+        main_task,
+        main_tx,
+        display_task,
+        display_tx,
+        screen,
+    })
+}
+
+/// One client's life: connect, send the plan's inputs (reconnecting once if the plan says so),
+/// then stay until the end of the run and leave.
+async fn run_client(
+    plan: &ClientPlan,
+    rng: &mut ChaCha20Rng,
+    rec: Rc<RefCell<Recorder>>,
+    report: &Rc<RefCell<ClientReport>>,
+    screen_size: (u32, u32),
+) -> Result<(), ClientError> {
+    let crash_mid_link = plan.crash == Some((0, true));
+    if crash_mid_link {
+        // Vanish in the middle of the link stage: half a link message, then gone.
+        let mut s = turmoil::net::TcpStream::connect((SERVER, PORT)).await?;
+        use tokio::io::AsyncWriteExt;
+        s.write_all(b"REDQ\x02\x00\x00\x00").await?;
+        return Ok(());
+    }
+    let mut live = connect_session(plan, rng, &rec, report, 0).await?;
     let mut result = Ok(());
     for (i, (delay, input)) in plan.inputs.iter().enumerate() {
         if let Some((at, mid)) = plan.crash {
             if at == i {
                 if mid {
                     // Half a key_down message (mini header claims 4 bytes, 2 arrive).
-                    let _ = inputs.write_raw(&[101, 0, 4, 0, 0, 0, 0x10]).await;
+                    let _ = live.inputs.write_raw(&[101, 0, 4, 0, 0, 0, 0x10]).await;
                 }
-                main_task.abort();
+                live.crash();
                 return Ok(());
             }
         }
+        if plan.reconnect == Some(i) {
+            // Let what was sent arrive, leave, and come back as a new session.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            live.close().await;
+            live = connect_session(plan, rng, &rec, report, 3).await?;
+            report.borrow_mut().reconnected = true;
+        }
         if let Some((at, target, bytes)) = &plan.hostile {
             if *at == i {
-                let _ = send_hostile(*target, bytes, &mut inputs).await;
+                let _ = send_hostile(*target, bytes, &mut live.inputs).await;
                 // The server closes this inputs channel (or waits forever for the rest of a
                 // message that never comes): nothing more goes through it.
                 result = Err(ClientError::Protocol("sent hostile bytes on inputs".into()));
@@ -443,6 +562,7 @@ async fn run_client(
             }
         }
         tokio::time::sleep(Duration::from_millis(*delay)).await;
+        let inputs = &mut live.inputs;
         let r = match *input {
             Input::Key(sc) => {
                 let r = inputs.send(&InputsClient::KeyDown(u32::from(sc))).await;
@@ -479,40 +599,42 @@ async fn run_client(
     let now_ms = crate::client::now_us() / 1000;
     let stay = plan.end_ms.saturating_sub(now_ms).max(1000);
     tokio::time::sleep(Duration::from_millis(stay)).await;
-    let _ = display_tx.send(());
-    let _ = display_task.await;
-    {
-        let s = screen.borrow();
-        let mut rep = report.borrow_mut();
-        rep.draws = s.draws;
-        let settled = spice_fake_devices::screen::SETTLE_MS;
-        if !s.unsupported.is_empty() {
-            rep.screen_note = Some(format!("unsupported: {:?}", s.unsupported));
-            rep.screen_matches = Some(false);
-        } else if crate::client::now_us() / 1000 >= settled + 500 {
-            let (w, h) = screen_size;
-            let want = spice_fake_devices::screen::FakeScreen::rgba_at("desktop", w, h, settled);
-            let got = s.rgba();
-            let ok = want.as_deref() == Some(&got[..]);
-            if !ok {
-                let differing = want.as_ref().map_or(0, |w| {
-                    w.chunks(4)
-                        .zip(got.chunks(4))
-                        .filter(|(a, b)| a != b)
-                        .count()
-                });
-                rep.screen_note = Some(format!(
-                    "{differing} pixels differ ({}x{} surface, {} draws)",
-                    s.width, s.height, s.draws
-                ));
-            }
-            rep.screen_matches = Some(ok);
-        }
-    }
-    let _ = main_tx.send(());
-    let _main = main_task.await;
-    drop(inputs);
+    judge_screen(&live.screen.borrow(), report, screen_size);
+    live.close().await;
     result
+}
+
+/// Record whether the client's screen is the scene's settled frame.
+fn judge_screen(
+    s: &crate::screen::Screen,
+    report: &Rc<RefCell<ClientReport>>,
+    screen_size: (u32, u32),
+) {
+    let mut rep = report.borrow_mut();
+    rep.draws = s.draws;
+    let settled = spice_fake_devices::screen::SETTLE_MS;
+    if !s.unsupported.is_empty() {
+        rep.screen_note = Some(format!("unsupported: {:?}", s.unsupported));
+        rep.screen_matches = Some(false);
+    } else if crate::client::now_us() / 1000 >= settled + 500 {
+        let (w, h) = screen_size;
+        let want = spice_fake_devices::screen::FakeScreen::rgba_at("desktop", w, h, settled);
+        let got = s.rgba();
+        let ok = want.as_deref() == Some(&got[..]);
+        if !ok {
+            let differing = want.as_ref().map_or(0, |w| {
+                w.chunks(4)
+                    .zip(got.chunks(4))
+                    .filter(|(a, b)| a != b)
+                    .count()
+            });
+            rep.screen_note = Some(format!(
+                "{differing} pixels differ ({}x{} surface, {} draws)",
+                s.width, s.height, s.draws
+            ));
+        }
+        rep.screen_matches = Some(ok);
+    }
 }
 
 /// Send hostile bytes on the inputs connection.

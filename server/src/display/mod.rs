@@ -27,6 +27,9 @@ pub struct Display {
     /// (sequence number, rectangle), oldest first.
     updates: VecDeque<(u64, Rect)>,
     next_seq: u64,
+    /// The last time the device was serviced: a device asking to be woken at or before it
+    /// again is woken a millisecond later, so a misbehaving device cannot spin the server.
+    last_ms: Option<u64>,
 }
 
 impl Display {
@@ -36,6 +39,7 @@ impl Display {
             device: None,
             updates: VecDeque::new(),
             next_seq: 1,
+            last_ms: None,
         }
     }
 
@@ -65,13 +69,18 @@ impl Display {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
-        self.device.as_ref().and_then(|d| d.next_wakeup())
+        let t = self.device.as_ref().and_then(|d| d.next_wakeup())?;
+        Some(match self.last_ms {
+            Some(last) => t.max(last + 1),
+            None => t,
+        })
     }
 
     pub(crate) fn handle_timeout(&mut self, now_ms: u64) {
         let Some(d) = self.device.as_mut() else {
             return;
         };
+        self.last_ms = Some(now_ms);
         let (w, h) = d.size();
         for r in d.update(now_ms) {
             // Keep only what lies on the screen: a device's bad rectangle must not become a
