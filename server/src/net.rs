@@ -67,7 +67,11 @@ pub async fn serve<L: Listener>(
         let deadline = server
             .poll_timeout()
             .map(|ms| start + std::time::Duration::from_millis(ms));
+        // `biased`: branches are polled in this order. tokio's default picks a random branch
+        // first (from a thread-local RNG), which would make simulated runs differ for the
+        // same seed.
         tokio::select! {
+            biased;
             _ = &mut shutdown => return Ok(()),
             acc = listener.accept() => {
                 let stream = match acc {

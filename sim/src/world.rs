@@ -467,6 +467,7 @@ async fn connect_session(
     let display_task = tokio::task::spawn_local(async move {
         loop {
             tokio::select! {
+            biased;
                 _ = &mut display_stop => return,
                 r = display.recv() => {
                     let Ok(m) = r else { return };
@@ -489,6 +490,7 @@ async fn connect_session(
         let mut n = 0usize;
         loop {
             tokio::select! {
+            biased;
                 _ = &mut main_stop => return main,
                 r = main.recv() => {
                     if r.is_err() {

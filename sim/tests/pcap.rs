@@ -18,6 +18,7 @@ fn simulated_traffic_reads_back_with_our_transcript_and_tshark() {
     };
     let out = run(&opts);
     assert!(out.passed(), "{:?}", out.violations);
+    let reports = out.reports.clone();
     let dir = std::env::temp_dir().join(format!("spice-sim-pcap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sim.pcap");
@@ -26,7 +27,8 @@ fn simulated_traffic_reads_back_with_our_transcript_and_tshark() {
     drop(f);
 
     let t = spice_captures::load(&path).expect("our loader reads the simulated pcap");
-    assert_eq!(t.sessions.len(), 2, "one session per client");
+    let sessions = 2 + reports.iter().filter(|r| r.reconnected).count();
+    assert_eq!(t.sessions.len(), sessions, "one session per client and per reconnect");
     let failures: Vec<String> = t
         .failures()
         .map(|(_, c, m)| format!("{:?} {} {}", c.channel_type, m.msg_type, m.name))
