@@ -28,7 +28,11 @@ fn simulated_traffic_reads_back_with_our_transcript_and_tshark() {
 
     let t = spice_captures::load(&path).expect("our loader reads the simulated pcap");
     let sessions = 2 + reports.iter().filter(|r| r.reconnected).count();
-    assert_eq!(t.sessions.len(), sessions, "one session per client and per reconnect");
+    assert_eq!(
+        t.sessions.len(),
+        sessions,
+        "one session per client and per reconnect"
+    );
     let failures: Vec<String> = t
         .failures()
         .map(|(_, c, m)| format!("{:?} {} {}", c.channel_type, m.msg_type, m.name))
