@@ -7,11 +7,13 @@
 //! - [`tcp`]: per-connection, per-direction stream reassembly with gaps reported;
 //! - [`session`]: SPICE link stage, data framing and decoding, resynchronisation after gaps,
 //!   grouping channels into sessions;
-//! - [`transcript`]: the result types.
+//! - [`transcript`]: the result types;
+//! - [`frames`]: a session's display replayed into the reference canvas (its final screen).
 //!
 //! Entry points: [`load`] (a file) and [`parse`] (bytes). Nothing here panics on input or
 //! touches the network; captures are read whole into memory.
 
+pub mod frames;
 pub mod net;
 pub mod pcap;
 pub mod render;

@@ -11,12 +11,14 @@
 //!   [`messages::decode`] to decode any of them.
 //! - [`display`]: image descriptors and draw structures carried by display messages.
 //! - [`codec`]: the image codecs (QUIC, LZ, GLZ, LZ4, JPEG).
+//! - [`canvas`]: a reference canvas rendering display messages into surfaces as spice-gtk does.
 //! - [`agent`]: vdagent message envelopes carried in main-channel agent data.
 //!
 //! Architecture invariant: decoding never panics, never reads past the input, and never
 //! allocates by a count it has not checked against the bytes left.
 
 pub mod agent;
+pub mod canvas;
 pub mod caps;
 pub mod codec;
 pub mod display;

@@ -7,6 +7,7 @@ mod bench;
 mod capture;
 mod ci;
 mod conformance;
+mod render;
 mod sim;
 mod transcript;
 mod util;
@@ -30,6 +31,8 @@ enum Cmd {
     Capture(capture::Args),
     /// Print the typed transcript of a pcap capture.
     Transcript(transcript::Args),
+    /// Render the final screen of a captured session to a PNG with the reference canvas.
+    Render(render::Args),
     /// Run the deterministic simulator over seeds.
     Sim(sim::Args),
     /// Run the benchmarks and print their tables (codecs, sim).
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Replay(a) => conformance::replay(a),
         Cmd::Capture(a) => capture::run(a),
         Cmd::Transcript(a) => transcript::run(a),
+        Cmd::Render(a) => render::run(a),
         Cmd::Sim(a) => sim::run(a),
         Cmd::Bench(a) => bench::run(a),
     };

@@ -1,0 +1,1113 @@
+//! A reference canvas: renders a display channel's messages into surfaces the way spice-gtk's
+//! software canvas (spice-common `canvas_base.c` / `sw_canvas.c`) does.
+//!
+//! Owns: surfaces (primary and off-screen), every draw of the display channel (fill, copy,
+//! opaque, blend, blackness, whiteness, invers, copy_bits, rop3, stroke, text, transparent,
+//! alpha_blend, composite) with clip rectangles and masks, the pixmap, palette and GLZ caches,
+//! and MJPEG streams. Does not: parse messages (that is [`crate::messages`]) or decode image
+//! payloads itself (that is [`crate::codec`]).
+//!
+//! Where spice-gtk leans on pixman for resampling (scaled copies with the `interpolate` mode,
+//! stream frames scaled to their destination, composite transforms), this canvas samples
+//! bilinearly or by nearest pixel with pixman's coordinates, but not its exact filter
+//! weights; unscaled draws, fills, rops, masks, text and blending are pixel-exact. Zero-width
+//! strokes follow Bresenham, not X's `miZeroLine` tie-breaking.
+//!
+//! Hostile input: [`Canvas::apply`] never panics; a draw it cannot do returns a
+//! [`CanvasError`] and leaves the surfaces as they were before that draw or partly drawn, never
+//! inconsistent. Surface sizes and cache sizes are bounded by [`Limits`].
+
+mod image;
+pub mod raster;
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+pub use image::{to_raster, Caches, Decoded};
+pub use raster::{Raster, Region, Rop, RopInput};
+
+use crate::codec::{CodecError, Limits};
+use crate::display::{
+    AlphaFlags, Brush, Clip, CompositeFlags, DisplayBase, Glyphs, Image, ImageData, ImageScaleMode,
+    PathFlags, QMask, StreamFlags, SurfaceFmt, VideoCodecType,
+};
+use crate::messages::display::{StreamCreate, SurfaceCreate};
+use crate::messages::DisplayServer;
+use crate::types::{Point, PointFix, Rect, Transform};
+use raster::{over, porter_duff, rop3, scale_argb};
+
+/// Why a display message could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CanvasError {
+    #[error("surface {0} does not exist")]
+    UnknownSurface(u32),
+    #[error("surface or image too large")]
+    TooLarge,
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("image {0} is not in the pixmap cache")]
+    MissingPixmap(u64),
+    #[error("palette {0} is not in the palette cache")]
+    MissingPalette(u64),
+    #[error("image refers to surface {0}")]
+    SurfaceImage(u32),
+    #[error("image decoded to {decoded:?}, descriptor says {descriptor:?}")]
+    ImageSize {
+        descriptor: (u32, u32),
+        decoded: (u32, u32),
+    },
+    #[error("stream {0} does not exist")]
+    UnknownStream(u32),
+    #[error("draw without a source image")]
+    NoSource,
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+}
+
+/// One surface: its pixels and SPICE format.
+#[derive(Debug, Clone)]
+pub struct Surface {
+    pub format: SurfaceFmt,
+    pub raster: Raster,
+}
+
+impl Surface {
+    fn is_16bpp(&self) -> bool {
+        matches!(self.format, SurfaceFmt::Rgb555 | SurfaceFmt::Rgb565)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stream {
+    surface_id: u32,
+    top_down: bool,
+    codec: VideoCodecType,
+    dest: Rect,
+    clip: Clip,
+}
+
+/// Counters of what a canvas did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CanvasStats {
+    /// Draw messages applied.
+    pub draws: u64,
+    /// Stream frames shown.
+    pub frames: u64,
+    /// Draws whose source was lossy (JPEG) or stream frames.
+    pub lossy: u64,
+}
+
+/// The client's surfaces and caches, fed display messages in order.
+#[derive(Debug)]
+pub struct Canvas {
+    surfaces: BTreeMap<u32, Surface>,
+    streams: BTreeMap<u32, Stream>,
+    pub caches: Caches,
+    pub stats: CanvasStats,
+    limits: Limits,
+}
+
+/// At most this many surfaces, and this many streams, exist at once.
+const MAX_SURFACES: usize = 1024;
+const MAX_STREAMS: usize = 64;
+
+/// A resolved brush.
+enum Paint {
+    Solid(u32),
+    Tile(Rc<Raster>, Point),
+}
+
+impl Paint {
+    #[inline]
+    fn at(&self, x: i64, y: i64) -> u32 {
+        match self {
+            Paint::Solid(c) => *c,
+            Paint::Tile(t, pos) => {
+                let tx = (x - pos.x as i64).rem_euclid(t.width as i64);
+                let ty = (y - pos.y as i64).rem_euclid(t.height as i64);
+                t.px[t.idx(tx, ty)]
+            }
+        }
+    }
+}
+
+impl Default for Canvas {
+    fn default() -> Self {
+        Canvas::new(Limits::default())
+    }
+}
+
+impl Canvas {
+    pub fn new(limits: Limits) -> Canvas {
+        Canvas {
+            surfaces: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            caches: Caches::new(limits),
+            stats: CanvasStats::default(),
+            limits,
+        }
+    }
+
+    pub fn surface(&self, id: u32) -> Option<&Surface> {
+        self.surfaces.get(&id)
+    }
+
+    /// The primary surface (id 0).
+    pub fn primary(&self) -> Option<&Surface> {
+        self.surfaces.get(&0)
+    }
+
+    pub fn surface_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.surfaces.keys().copied()
+    }
+
+    /// Apply one server message of the display channel.
+    pub fn apply(&mut self, m: &DisplayServer) -> Result<(), CanvasError> {
+        use DisplayServer as D;
+        match m {
+            D::SurfaceCreate(c) => self.surface_create(c),
+            D::SurfaceDestroy(id) => {
+                self.surfaces.remove(id);
+                self.streams.retain(|_, s| s.surface_id != *id);
+                Ok(())
+            }
+            D::Mode(mode) => {
+                let c = SurfaceCreate {
+                    surface_id: 0,
+                    width: mode.x_res,
+                    height: mode.y_res,
+                    format: SurfaceFmt::Xrgb32,
+                    flags: crate::display::SurfaceFlags::PRIMARY,
+                };
+                self.surface_create(&c)
+            }
+            D::Reset => {
+                self.surfaces.remove(&0);
+                self.streams.clear();
+                self.caches.clear_palettes();
+                Ok(())
+            }
+            D::InvalList(l) => {
+                for r in &l.resources {
+                    if r.resource_type == crate::display::ResourceType::Pixmap {
+                        self.caches.remove_pixmap(r.id);
+                    }
+                }
+                Ok(())
+            }
+            D::InvalAllPixmaps(_) => {
+                self.caches.clear_pixmaps();
+                Ok(())
+            }
+            D::InvalPalette(id) => {
+                self.caches.remove_palette(*id);
+                Ok(())
+            }
+            D::InvalAllPalettes => {
+                self.caches.clear_palettes();
+                Ok(())
+            }
+            D::StreamCreate(s) => self.stream_create(s),
+            D::StreamData(d) => self.stream_frame(d.base.id, &d.data, None),
+            D::StreamDataSized(d) => self.stream_frame(
+                d.base.id,
+                &d.data,
+                Some((d.dest.clone(), d.width, d.height)),
+            ),
+            D::StreamClip(c) => {
+                let s = self
+                    .streams
+                    .get_mut(&c.id)
+                    .ok_or(CanvasError::UnknownStream(c.id))?;
+                s.clip = c.clip.clone();
+                Ok(())
+            }
+            D::StreamDestroy(id) => {
+                self.streams.remove(id);
+                Ok(())
+            }
+            D::StreamDestroyAll => {
+                self.streams.clear();
+                Ok(())
+            }
+            D::CopyBits(c) => self.draw(|cv| cv.copy_bits(&c.base, c.src_pos.clone())),
+            D::DrawFill(d) => self.draw(|cv| {
+                let Some((sid, mut reg)) = cv.region(&d.base)? else {
+                    return cv.touch_brush(&d.data.brush);
+                };
+                cv.mask(&mut reg, &d.data.mask, &d.base.bbox)?;
+                let rop = Rop::from_ropd(d.data.rop_descriptor, RopInput::Brush, RopInput::Dest);
+                cv.paint(sid, &reg, &d.data.brush, rop)
+            }),
+            D::DrawOpaque(d) => self.draw(|cv| {
+                let o = &d.data;
+                let Some((sid, mut reg)) = cv.region(&d.base)? else {
+                    cv.touch(o.src_bitmap.as_deref())?;
+                    return cv.touch_brush(&o.brush);
+                };
+                cv.mask(&mut reg, &o.mask, &d.base.bbox)?;
+                let src = cv.source(o.src_bitmap.as_deref())?;
+                cv.blit(
+                    sid,
+                    &reg,
+                    &src,
+                    &o.src_area,
+                    &d.base.bbox,
+                    o.scale_mode,
+                    Rop::COPY,
+                );
+                let rop = Rop::from_ropd(o.rop_descriptor, RopInput::Brush, RopInput::Src);
+                cv.paint(sid, &reg, &o.brush, rop)
+            }),
+            D::DrawCopy(d) | D::DrawBlend(d) => self.draw(|cv| {
+                let c = &d.data;
+                let Some((sid, mut reg)) = cv.region(&d.base)? else {
+                    return cv.touch(c.src_bitmap.as_deref());
+                };
+                cv.mask(&mut reg, &c.mask, &d.base.bbox)?;
+                let src = cv.source(c.src_bitmap.as_deref())?;
+                let rop = Rop::from_ropd(c.rop_descriptor, RopInput::Src, RopInput::Dest);
+                cv.blit(
+                    sid,
+                    &reg,
+                    &src,
+                    &c.src_area,
+                    &d.base.bbox,
+                    c.scale_mode,
+                    rop,
+                );
+                Ok(())
+            }),
+            D::DrawBlackness(d) | D::DrawWhiteness(d) | D::DrawInvers(d) => {
+                let rop = match m {
+                    D::DrawBlackness(_) => raster::RopOp::Clear,
+                    D::DrawWhiteness(_) => raster::RopOp::Set,
+                    _ => raster::RopOp::Invert,
+                };
+                self.draw(|cv| {
+                    let Some((sid, mut reg)) = cv.region(&d.base)? else {
+                        return Ok(());
+                    };
+                    cv.mask(&mut reg, &d.data.mask, &d.base.bbox)?;
+                    let rop = Rop {
+                        op: rop,
+                        inv_src: false,
+                        inv_dst: false,
+                        inv_res: false,
+                    };
+                    cv.fill_with(sid, &reg, |_, _, d| rop.apply(0, d));
+                    Ok(())
+                })
+            }
+            D::DrawRop3(d) => self.draw(|cv| cv.rop3(d)),
+            D::DrawStroke(d) => self.draw(|cv| cv.stroke(d)),
+            D::DrawText(d) => self.draw(|cv| cv.text(d)),
+            D::DrawTransparent(d) => self.draw(|cv| {
+                let t = &d.data;
+                let Some((sid, reg)) = cv.region(&d.base)? else {
+                    return cv.touch(t.src_bitmap.as_deref());
+                };
+                let src = cv.source(t.src_bitmap.as_deref())?;
+                let key = t.true_color & 0x00ff_ffff;
+                let map = Sampler::new(&src, &t.src_area, &d.base.bbox, ImageScaleMode::Nearest);
+                cv.fill_with(sid, &reg, |x, y, dst| match map.get(&src, x, y) {
+                    Some(s) if s & 0x00ff_ffff != key => s,
+                    _ => dst,
+                });
+                Ok(())
+            }),
+            D::DrawAlphaBlend(d) => self.draw(|cv| {
+                let a = &d.data;
+                let Some((sid, reg)) = cv.region(&d.base)? else {
+                    return cv.touch(a.src_bitmap.as_deref());
+                };
+                if a.alpha == 0 {
+                    return cv.touch(a.src_bitmap.as_deref());
+                }
+                let src = cv.source(a.src_bitmap.as_deref())?;
+                let src_alpha = match a.src_bitmap.as_deref().map(|i| &i.data) {
+                    Some(ImageData::Surface(_)) => {
+                        a.alpha_flags.contains(AlphaFlags::SRC_SURFACE_HAS_ALPHA)
+                    }
+                    _ => src.alpha,
+                };
+                let map = Sampler::new(&src, &a.src_area, &d.base.bbox, ImageScaleMode::Nearest);
+                let m = a.alpha as u32;
+                cv.fill_with(sid, &reg, |x, y, dst| match map.get(&src, x, y) {
+                    Some(s) => {
+                        let s = if src_alpha { s } else { s | 0xff00_0000 };
+                        over(scale_argb(s, m), dst)
+                    }
+                    None => dst,
+                });
+                Ok(())
+            }),
+            D::DrawComposite(d) => self.draw(|cv| cv.composite(d)),
+            D::MonitorsConfig(_)
+            | D::Mark
+            | D::StreamActivateReport(_)
+            | D::QualityIndicator(_)
+            | D::Base(_) => Ok(()),
+            D::GlScanoutUnix(_) | D::GlDraw(_) => Err(CanvasError::Unsupported("GL scanout")),
+            D::Unknown { .. } => Err(CanvasError::Unsupported("unknown message")),
+        }
+    }
+
+    fn draw(
+        &mut self,
+        f: impl FnOnce(&mut Canvas) -> Result<(), CanvasError>,
+    ) -> Result<(), CanvasError> {
+        f(self)?;
+        self.stats.draws += 1;
+        Ok(())
+    }
+
+    fn surface_create(&mut self, c: &SurfaceCreate) -> Result<(), CanvasError> {
+        let pixels = c.width as u64 * c.height as u64;
+        let others: u64 = self
+            .surfaces
+            .iter()
+            .filter(|(id, _)| **id != c.surface_id)
+            .map(|(_, s)| s.raster.px.len() as u64)
+            .sum();
+        if c.width == 0
+            || c.height == 0
+            || pixels > self.limits.max_pixels
+            || others + pixels > self.limits.max_pixels.saturating_mul(4)
+            || (self.surfaces.len() >= MAX_SURFACES && !self.surfaces.contains_key(&c.surface_id))
+        {
+            return Err(CanvasError::TooLarge);
+        }
+        let alpha = matches!(c.format, SurfaceFmt::Argb32 | SurfaceFmt::A8);
+        self.surfaces.insert(
+            c.surface_id,
+            Surface {
+                format: c.format,
+                raster: Raster::new(c.width, c.height, alpha, 0),
+            },
+        );
+        Ok(())
+    }
+
+    /// The surface a draw targets and its region (bbox ∩ surface ∩ clip); `None` when empty.
+    fn region(&self, base: &DisplayBase) -> Result<Option<(u32, Region)>, CanvasError> {
+        let s = self
+            .surfaces
+            .get(&base.surface_id)
+            .ok_or(CanvasError::UnknownSurface(base.surface_id))?;
+        let Some(mut reg) = Region::new(&base.bbox, s.raster.width, s.raster.height) else {
+            return Ok(None);
+        };
+        if let Clip::Rects(rects) = &base.clip {
+            reg.clip_rects(rects);
+        }
+        if reg.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((base.surface_id, reg)))
+    }
+
+    /// Decode an image the draw would not use, for its cache side effects.
+    fn touch(&mut self, img: Option<&Image>) -> Result<(), CanvasError> {
+        match img {
+            Some(i) if !matches!(i.data, ImageData::Surface(_)) => {
+                self.caches.decode(i).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn touch_brush(&mut self, b: &Brush) -> Result<(), CanvasError> {
+        match b {
+            Brush::Pattern(p) => self.touch(Some(&p.pat)),
+            _ => Ok(()),
+        }
+    }
+
+    /// An image's pixels: decoded (through the caches) or copied from a surface.
+    fn source(&mut self, img: Option<&Image>) -> Result<Rc<Raster>, CanvasError> {
+        let img = img.ok_or(CanvasError::NoSource)?;
+        if let ImageData::Surface(id) = img.data {
+            let s = self
+                .surfaces
+                .get(&id)
+                .ok_or(CanvasError::UnknownSurface(id))?;
+            return Ok(Rc::new(s.raster.clone()));
+        }
+        let d = self.caches.decode(img)?;
+        if d.lossy {
+            self.stats.lossy += 1;
+        }
+        Ok(d.raster)
+    }
+
+    fn paint_of(&mut self, sid: u32, b: &Brush) -> Result<Option<Paint>, CanvasError> {
+        Ok(match b {
+            Brush::None => None,
+            Brush::Solid(c) => {
+                let c = if self.surfaces.get(&sid).is_some_and(|s| s.is_16bpp()) {
+                    color_16_to_32(*c)
+                } else {
+                    *c
+                };
+                Some(Paint::Solid(c))
+            }
+            Brush::Pattern(p) => {
+                let t = self.source(Some(&p.pat))?;
+                if t.px.is_empty() {
+                    return Err(CanvasError::Unsupported("empty pattern"));
+                }
+                Some(Paint::Tile(t, p.pos.clone()))
+            }
+        })
+    }
+
+    /// Apply `f(x, y, old) -> new` to every pixel of `reg` on surface `sid`.
+    fn fill_with(&mut self, sid: u32, reg: &Region, mut f: impl FnMut(i64, i64, u32) -> u32) {
+        let Some(s) = self.surfaces.get_mut(&sid) else {
+            return;
+        };
+        let r = &mut s.raster;
+        reg.for_each(|x, y| {
+            let i = r.idx(x, y);
+            r.px[i] = f(x, y, r.px[i]);
+        });
+    }
+
+    /// `draw_brush`: the brush (or 0 for none) with `rop` onto the region.
+    fn paint(&mut self, sid: u32, reg: &Region, b: &Brush, rop: Rop) -> Result<(), CanvasError> {
+        let paint = self.paint_of(sid, b)?;
+        self.fill_with(sid, reg, |x, y, d| {
+            let s = paint.as_ref().map_or(0, |p| p.at(x, y));
+            rop.apply(s, d)
+        });
+        Ok(())
+    }
+
+    /// Copy (or scale) `src_area` of `src` to `bbox`, inside `reg`, with `rop`.
+    #[allow(clippy::too_many_arguments)]
+    fn blit(
+        &mut self,
+        sid: u32,
+        reg: &Region,
+        src: &Raster,
+        src_area: &Rect,
+        bbox: &Rect,
+        mode: ImageScaleMode,
+        rop: Rop,
+    ) {
+        let map = Sampler::new(src, src_area, bbox, mode);
+        self.fill_with(sid, reg, |x, y, d| match map.get(src, x, y) {
+            Some(s) => rop.apply(s, d),
+            None => d,
+        });
+    }
+
+    /// Narrow `reg` to the pixels a draw's mask lets through.
+    fn mask(&mut self, reg: &mut Region, m: &QMask, bbox: &Rect) -> Result<(), CanvasError> {
+        let Some(img) = m.bitmap.as_deref() else {
+            return Ok(());
+        };
+        let (mw, mh, bits) = if let ImageData::Surface(id) = img.data {
+            let s = self
+                .surfaces
+                .get(&id)
+                .ok_or(CanvasError::UnknownSurface(id))?;
+            let r = &s.raster;
+            (
+                r.width,
+                r.height,
+                r.px.iter().map(|p| p & 0x00ff_ffff != 0).collect(),
+            )
+        } else {
+            image::mask_bits(img, &mut self.caches)?
+        };
+        let invert = m.flags.contains(crate::display::MaskFlags::INVERS);
+        let ox = bbox.left as i64 - m.pos.x as i64;
+        let oy = bbox.top as i64 - m.pos.y as i64;
+        reg.restrict(|x, y| {
+            let (mx, my) = (x - ox, y - oy);
+            if mx < 0 || my < 0 || mx >= mw as i64 || my >= mh as i64 {
+                return false;
+            }
+            bits[my as usize * mw as usize + mx as usize] != invert
+        });
+        Ok(())
+    }
+
+    fn copy_bits(&mut self, base: &DisplayBase, src_pos: Point) -> Result<(), CanvasError> {
+        let Some((sid, mut reg)) = self.region(base)? else {
+            return Ok(());
+        };
+        let dx = base.bbox.left as i64 - src_pos.x as i64;
+        let dy = base.bbox.top as i64 - src_pos.y as i64;
+        if dx == 0 && dy == 0 {
+            return Ok(());
+        }
+        let old = self.surfaces[&sid].raster.clone();
+        reg.intersect_xywh(dx, dy, old.width as i64, old.height as i64);
+        self.fill_with(sid, &reg, |x, y, d| old.raw(x - dx, y - dy).unwrap_or(d));
+        Ok(())
+    }
+
+    fn rop3(&mut self, d: &crate::display::Draw<crate::display::Rop3>) -> Result<(), CanvasError> {
+        let r = &d.data;
+        let Some((sid, mut reg)) = self.region(&d.base)? else {
+            self.touch(r.src_bitmap.as_deref())?;
+            return self.touch_brush(&r.brush);
+        };
+        self.mask(&mut reg, &r.mask, &d.base.bbox)?;
+        let src = self.source(r.src_bitmap.as_deref())?;
+        let map = Sampler::new(&src, &r.src_area, &d.base.bbox, r.scale_mode);
+        let paint = self.paint_of(sid, &r.brush)?;
+        let code = r.rop3;
+        self.fill_with(sid, &reg, |x, y, dst| {
+            let s = map.get(&src, x, y).unwrap_or(0);
+            let p = paint.as_ref().map_or(0, |p| p.at(x, y));
+            rop3(code, p, s, dst)
+        });
+        Ok(())
+    }
+
+    fn text(&mut self, d: &crate::display::Draw<crate::display::Text>) -> Result<(), CanvasError> {
+        let t = &d.data;
+        let Some((sid, reg)) = self.region(&d.base)? else {
+            self.touch_brush(&t.fore_brush)?;
+            return self.touch_brush(&t.back_brush);
+        };
+        if !t.back_area.is_empty() {
+            let mut back = reg.clone();
+            back.clip_rects(std::slice::from_ref(&t.back_area));
+            if !back.is_empty() {
+                self.paint(sid, &back, &t.back_brush, Rop::COPY)?;
+            }
+        }
+        let (bpp, glyphs) = match &t.str.glyphs {
+            Glyphs::A1(g) => (1, g),
+            Glyphs::A4(g) => (4, g),
+            Glyphs::A8(g) => (8, g),
+            Glyphs::None { .. } => return Err(CanvasError::Unsupported("vector glyphs")),
+        };
+        if glyphs.is_empty() {
+            return Ok(());
+        }
+        // The string's mask: the union of the glyph boxes, 8-bit coverage.
+        let boxes: Vec<(i64, i64, i64, i64)> = glyphs
+            .iter()
+            .map(|g| {
+                let l = g.render_pos.x as i64 + g.glyph_origin.x as i64;
+                let t = g.render_pos.y as i64 + g.glyph_origin.y as i64;
+                (l, t, l + g.width as i64, t + g.height as i64)
+            })
+            .collect();
+        let l = boxes.iter().map(|b| b.0).min().unwrap_or(0);
+        let tp = boxes.iter().map(|b| b.1).min().unwrap_or(0);
+        let r = boxes.iter().map(|b| b.2).max().unwrap_or(0);
+        let b = boxes.iter().map(|b| b.3).max().unwrap_or(0);
+        let (mw, mh) = ((r - l) as u64, (b - tp) as u64);
+        if mw * mh > self.limits.max_pixels {
+            return Err(CanvasError::TooLarge);
+        }
+        let mut cov = vec![0u8; (mw * mh) as usize];
+        for (g, bx) in glyphs.iter().zip(&boxes) {
+            let (w, h) = (g.width as usize, g.height as usize);
+            let stride = (w * bpp as usize).div_ceil(8);
+            for row in 0..h {
+                // Glyph rows are stored bottom-up.
+                let src = &g.data[(h - 1 - row) * stride..][..stride];
+                for col in 0..w {
+                    let v = match bpp {
+                        1 => {
+                            if src[col / 8] >> (7 - col % 8) & 1 == 1 {
+                                0xff
+                            } else {
+                                0
+                            }
+                        }
+                        4 => {
+                            let byte = src[col / 2];
+                            if col % 2 == 0 {
+                                byte & 0xf0
+                            } else {
+                                byte << 4
+                            }
+                        }
+                        _ => src[col],
+                    };
+                    let mx = (bx.0 - l) as usize + col;
+                    let my = (bx.1 - tp) as usize + row;
+                    let c = &mut cov[my * mw as usize + mx];
+                    *c = (*c).max(v);
+                }
+            }
+        }
+        let Some(paint) = self.paint_of(sid, &t.fore_brush)? else {
+            return Ok(());
+        };
+        self.fill_with(sid, &reg, |x, y, dst| {
+            let (mx, my) = (x - l, y - tp);
+            if mx < 0 || my < 0 || mx >= mw as i64 || my >= mh as i64 {
+                return dst;
+            }
+            let m = cov[my as usize * mw as usize + mx as usize] as u32;
+            if m == 0 {
+                return dst;
+            }
+            over(scale_argb(paint.at(x, y) | 0xff00_0000, m), dst)
+        });
+        Ok(())
+    }
+
+    fn stroke(
+        &mut self,
+        d: &crate::display::Draw<crate::display::Stroke>,
+    ) -> Result<(), CanvasError> {
+        let s = &d.data;
+        let Some((sid, reg)) = self.region(&d.base)? else {
+            return self.touch_brush(&s.brush);
+        };
+        let rop = Rop::from_ropd(
+            crate::display::Ropd(s.fore_mode),
+            RopInput::Brush,
+            RopInput::Dest,
+        );
+        let paint = self.paint_of(sid, &s.brush)?;
+        // Dashes (pixels on, off, ...), as the reference converts the style.
+        let mut dashes: Vec<u32> = Vec::new();
+        let mut dash_offset = 0u32;
+        if let Some(style) = &s.attr.style {
+            let v: Vec<u32> = style
+                .0
+                .iter()
+                .map(|&f| fix_to_int(f).clamp(0, 255) as u32)
+                .collect();
+            if s.attr
+                .flags
+                .contains(crate::display::LineFlags::START_WITH_GAP)
+                && !v.is_empty()
+            {
+                dashes = v[1..].to_vec();
+                dashes.push(v[0]);
+                dash_offset = dashes[0];
+            } else {
+                dashes = v;
+            }
+            if dashes.iter().all(|&x| x == 0) {
+                dashes.clear();
+            }
+        }
+        // Polylines in integer pixels.
+        let mut lines: Vec<Vec<(i64, i64)>> = Vec::new();
+        let mut cur: Vec<(i64, i64)> = Vec::new();
+        let mut budget = 1 << 20; // points, against hostile beziers
+        for seg in &s.path.segments {
+            let mut pts = seg.points.iter();
+            if seg.flags.contains(PathFlags::BEGIN) {
+                if !cur.is_empty() {
+                    lines.push(std::mem::take(&mut cur));
+                }
+                if let Some(p) = pts.next() {
+                    cur.push(fix_point(p));
+                }
+            }
+            let rest: Vec<&PointFix> = pts.collect();
+            if seg.flags.contains(PathFlags::BEZIER) {
+                for c in rest.chunks_exact(3) {
+                    let Some(&(x0, y0)) = cur.last() else { break };
+                    let f = |p: &PointFix| (p.x as i64, p.y as i64);
+                    let pts = [(x0 << 4, y0 << 4), f(c[0]), f(c[1]), f(c[2])];
+                    subdivide_bezier(&mut cur, pts, 0, &mut budget);
+                }
+            } else {
+                cur.extend(rest.into_iter().map(fix_point));
+            }
+            if seg.flags.contains(PathFlags::END) {
+                if seg.flags.contains(PathFlags::CLOSE) {
+                    if let Some(&first) = cur.first() {
+                        cur.push(first);
+                    }
+                }
+                lines.push(std::mem::take(&mut cur));
+            }
+        }
+        if !cur.is_empty() {
+            lines.push(cur);
+        }
+        // Rasterise (zero width, the last point of each polyline not drawn).
+        let mut pixels: Vec<(i64, i64)> = Vec::new();
+        for line in &lines {
+            let mut dash_i = 0usize;
+            let mut dash_left = dashes.first().copied().unwrap_or(0);
+            let mut skip = dash_offset;
+            while !dashes.is_empty() && skip > 0 {
+                let n = skip.min(dash_left);
+                skip -= n;
+                dash_left -= n;
+                if dash_left == 0 {
+                    dash_i = (dash_i + 1) % dashes.len();
+                    dash_left = dashes[dash_i];
+                }
+            }
+            for w in line.windows(2) {
+                bresenham(w[0], w[1], |x, y| {
+                    let on = dashes.is_empty() || dash_i % 2 == 0;
+                    if on && pixels.len() < 1 << 22 {
+                        pixels.push((x, y));
+                    }
+                    if !dashes.is_empty() {
+                        dash_left = dash_left.saturating_sub(1);
+                        let mut guard = dashes.len();
+                        while dash_left == 0 && guard > 0 {
+                            dash_i = (dash_i + 1) % dashes.len();
+                            dash_left = dashes[dash_i];
+                            guard -= 1;
+                        }
+                    }
+                });
+            }
+        }
+        let mut sel = reg.clone();
+        let set: std::collections::BTreeSet<(i64, i64)> = pixels.into_iter().collect();
+        sel.restrict(|x, y| set.contains(&(x, y)));
+        self.fill_with(sid, &sel, |x, y, dst| {
+            let p = paint.as_ref().map_or(0, |p| p.at(x, y));
+            rop.apply(p, dst)
+        });
+        Ok(())
+    }
+
+    fn composite(
+        &mut self,
+        d: &crate::display::Draw<crate::display::Composite>,
+    ) -> Result<(), CanvasError> {
+        let c = &d.data;
+        let Some((sid, reg)) = self.region(&d.base)? else {
+            return Ok(());
+        };
+        let f = c.flags.0;
+        let op = (f & 0xff) as u8;
+        let src_filter = (f >> 8) & 7;
+        let src_repeat = (f >> 14) & 3;
+        let mask_repeat = (f >> 16) & 3;
+        let src = self.source(c.src_bitmap.as_deref())?;
+        let src_opaque = c.flags.contains(CompositeFlags::SOURCE_OPAQUE) || !src.alpha;
+        let mask = match &c.mask_bitmap {
+            Some(Some(m)) => Some(self.source(Some(m))?),
+            _ => None,
+        };
+        let dest_alpha = !c.flags.contains(CompositeFlags::DEST_OPAQUE)
+            && self.surfaces.get(&sid).is_some_and(|s| s.raster.alpha);
+        if porter_duff(op, 0, 0).is_none() {
+            return Err(CanvasError::Unsupported("composite operator"));
+        }
+        let (bx, by) = (d.base.bbox.left as i64, d.base.bbox.top as i64);
+        let so = (c.src_origin.x as i64, c.src_origin.y as i64);
+        let mo = (c.mask_origin.x as i64, c.mask_origin.y as i64);
+        let _ = src_filter;
+        self.fill_with(sid, &reg, |x, y, dst| {
+            let (i, j) = (x - bx, y - by);
+            let s = fetch(
+                &src,
+                c.src_transform.as_ref(),
+                so.0 + i,
+                so.1 + j,
+                src_repeat,
+            )
+            .map_or(0, |p| if src_opaque { p | 0xff00_0000 } else { p });
+            let s = match &mask {
+                Some(m) => {
+                    let mp = fetch(
+                        m,
+                        c.mask_transform.as_ref(),
+                        mo.0 + i,
+                        mo.1 + j,
+                        mask_repeat,
+                    )
+                    .unwrap_or(0);
+                    let ma = if m.alpha { mp >> 24 } else { 0xff };
+                    scale_argb(s, ma)
+                }
+                None => s,
+            };
+            let dd = if dest_alpha { dst } else { dst | 0xff00_0000 };
+            porter_duff(op, s, dd).unwrap_or(dst)
+        });
+        Ok(())
+    }
+
+    fn stream_create(&mut self, s: &StreamCreate) -> Result<(), CanvasError> {
+        if !self.surfaces.contains_key(&s.surface_id) {
+            return Err(CanvasError::UnknownSurface(s.surface_id));
+        }
+        if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&s.id) {
+            return Err(CanvasError::TooLarge);
+        }
+        self.streams.insert(
+            s.id,
+            Stream {
+                surface_id: s.surface_id,
+                top_down: s.flags.contains(StreamFlags::TOP_DOWN),
+                codec: s.codec_type,
+                dest: s.dest.clone(),
+                clip: s.clip.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn stream_frame(
+        &mut self,
+        id: u32,
+        data: &[u8],
+        sized: Option<(Rect, u32, u32)>,
+    ) -> Result<(), CanvasError> {
+        let st = self
+            .streams
+            .get(&id)
+            .ok_or(CanvasError::UnknownStream(id))?
+            .clone();
+        if st.codec != VideoCodecType::Mjpeg {
+            return Err(CanvasError::Unsupported("stream codec other than MJPEG"));
+        }
+        let pix = image::pending_jpeg(data, &self.limits)?;
+        let mut frame = to_raster(&pix, &[]);
+        if !st.top_down {
+            frame = Raster {
+                px: frame
+                    .px
+                    .chunks_exact(frame.width as usize)
+                    .rev()
+                    .flatten()
+                    .copied()
+                    .collect(),
+                ..frame
+            };
+        }
+        let dest = sized.map_or(st.dest.clone(), |s| s.0);
+        let Some((sid, reg)) = self.region(&DisplayBase {
+            surface_id: st.surface_id,
+            bbox: dest.clone(),
+            clip: st.clip.clone(),
+        })?
+        else {
+            return Ok(());
+        };
+        let area = Rect::from_xywh(0, 0, frame.width as i32, frame.height as i32);
+        self.blit(
+            sid,
+            &reg,
+            &frame,
+            &area,
+            &dest,
+            ImageScaleMode::Interpolate,
+            Rop::COPY,
+        );
+        self.stats.frames += 1;
+        self.stats.lossy += 1;
+        Ok(())
+    }
+}
+
+/// Maps destination pixels of a draw to source pixels: a plain offset when `src_area` and
+/// `bbox` have the same size, else pixman's scaling transform (nearest, or bilinear for
+/// `interpolate`).
+struct Sampler {
+    same: bool,
+    nearest: bool,
+    src_x: i64,
+    src_y: i64,
+    sw: i64,
+    sh: i64,
+    bx: i64,
+    by: i64,
+    /// 16.16 fixed-point source step per destination pixel.
+    fsx: i64,
+    fsy: i64,
+}
+
+impl Sampler {
+    fn new(src: &Raster, area: &Rect, bbox: &Rect, mode: ImageScaleMode) -> Sampler {
+        let (sw, sh) = (area.width().max(0) as i64, area.height().max(0) as i64);
+        let (dw, dh) = (bbox.width().max(1) as i64, bbox.height().max(1) as i64);
+        let _ = src;
+        Sampler {
+            same: sw == bbox.width() as i64 && sh == bbox.height() as i64,
+            nearest: mode != ImageScaleMode::Interpolate,
+            src_x: area.left as i64,
+            src_y: area.top as i64,
+            sw,
+            sh,
+            bx: bbox.left as i64,
+            by: bbox.top as i64,
+            fsx: (sw << 16) / dw,
+            fsy: (sh << 16) / dh,
+        }
+    }
+
+    #[inline]
+    fn get(&self, src: &Raster, x: i64, y: i64) -> Option<u32> {
+        let (i, j) = (x - self.bx, y - self.by);
+        if self.same {
+            return src.raw(self.src_x + i, self.src_y + j);
+        }
+        if self.sw == 0 || self.sh == 0 {
+            return None;
+        }
+        // Centre of the destination pixel in source coordinates (16.16).
+        let ux = (2 * i + 1) * self.fsx / 2 + (self.src_x << 16);
+        let uy = (2 * j + 1) * self.fsy / 2 + (self.src_y << 16);
+        if self.nearest {
+            return src.raw((ux - 1) >> 16, (uy - 1) >> 16);
+        }
+        bilinear(src, ux - 0x8000, uy - 0x8000)
+    }
+}
+
+/// Bilinear sample at 16.16 (x, y) with pixman's 7-bit weights; pixels outside are
+/// transparent (repeat none). `None` when all four are outside.
+fn bilinear(src: &Raster, ux: i64, uy: i64) -> Option<u32> {
+    let (x0, y0) = (ux >> 16, uy >> 16);
+    let wx = ((ux >> 9) & 0x7f) as u32;
+    let wy = ((uy >> 9) & 0x7f) as u32;
+    let p = [
+        src.raw(x0, y0),
+        src.raw(x0 + 1, y0),
+        src.raw(x0, y0 + 1),
+        src.raw(x0 + 1, y0 + 1),
+    ];
+    if p.iter().all(Option::is_none) {
+        return None;
+    }
+    let alpha = src.alpha;
+    let px = p.map(|v| match v {
+        Some(v) if alpha => v,
+        Some(v) => v | 0xff00_0000,
+        None => 0,
+    });
+    let w = [
+        (128 - wx) * (128 - wy),
+        wx * (128 - wy),
+        (128 - wx) * wy,
+        wx * wy,
+    ];
+    let mut out = 0u32;
+    for sh in [0u32, 8, 16, 24] {
+        let sum: u32 = (0..4).map(|k| (px[k] >> sh & 0xff) * w[k]).sum();
+        out |= ((sum + (1 << 13)) >> 14).min(0xff) << sh;
+    }
+    Some(out)
+}
+
+/// A composite operand's pixel for destination-relative (x, y): through the transform (of
+/// the pixel centre, nearest), with pixman's repeat modes (0 none, 1 normal, 2 pad, 3 reflect).
+fn fetch(r: &Raster, t: Option<&Transform>, x: i64, y: i64, repeat: u32) -> Option<u32> {
+    let (mut sx, mut sy) = (x, y);
+    if let Some(t) = t {
+        let cx = (x << 16) + 0x8000;
+        let cy = (y << 16) + 0x8000;
+        let m = |v: u32| v as i32 as i64;
+        let tx = (m(t.t00) * cx + m(t.t01) * cy) / 65536 + m(t.t02);
+        let ty = (m(t.t10) * cx + m(t.t11) * cy) / 65536 + m(t.t12);
+        sx = (tx - 1) >> 16;
+        sy = (ty - 1) >> 16;
+    }
+    let (w, h) = (r.width as i64, r.height as i64);
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let wrap = |v: i64, n: i64| -> Option<i64> {
+        match repeat {
+            1 => Some(v.rem_euclid(n)),
+            2 => Some(v.clamp(0, n - 1)),
+            3 => {
+                let m = v.rem_euclid(2 * n);
+                Some(if m < n { m } else { 2 * n - 1 - m })
+            }
+            _ => (0..n).contains(&v).then_some(v),
+        }
+    };
+    let (sx, sy) = (wrap(sx, w)?, wrap(sy, h)?);
+    let p = r.raw(sx, sy)?;
+    Some(if r.alpha { p } else { p | 0xff00_0000 })
+}
+
+/// The reference's `fix_to_int`: 28.4 fixed point to the nearest integer, halves down.
+fn fix_to_int(v: i32) -> i64 {
+    let rem = v & 0x0f;
+    let mut val = (v >> 4) as i64;
+    if rem > 8 {
+        val += 1;
+    }
+    val
+}
+
+fn fix_point(p: &PointFix) -> (i64, i64) {
+    (fix_to_int(p.x), fix_to_int(p.y))
+}
+
+/// Flatten a cubic bezier (28.4 fixed-point control points) as the reference does: split
+/// until the control points lie within half a pixel of the chord; end points go to `out`.
+fn subdivide_bezier(out: &mut Vec<(i64, i64)>, p: [(i64, i64); 4], depth: u32, budget: &mut u32) {
+    let dot = |x1: i64, y1: i64, x2: i64, y2: i64| {
+        (x1.saturating_mul(x2).saturating_add(y1.saturating_mul(y2))) >> 4
+    };
+    let [a, b, c, d] = p;
+    let a2 = dot(b.0 - a.0, b.1 - a.1, b.0 - a.0, b.1 - a.1);
+    let b2 = dot(d.0 - a.0, d.1 - a.1, d.0 - a.0, d.1 - a.1);
+    let c2 = dot(c.0 - d.0, c.1 - d.1, c.0 - d.0, c.1 - d.1);
+    let ab = dot(b.0 - a.0, b.1 - a.1, d.0 - a.0, d.1 - a.1);
+    let cb = dot(c.0 - d.0, c.1 - d.1, a.0 - d.0, a.1 - d.1);
+    let h1 = a2.saturating_mul(b2).saturating_sub(ab.saturating_mul(ab)) >> 3;
+    let h2 = c2.saturating_mul(b2).saturating_sub(cb.saturating_mul(cb)) >> 3;
+    if (h1 < b2 && h2 < b2) || depth >= 16 || *budget == 0 {
+        *budget = budget.saturating_sub(1);
+        out.push((fix_to_int(d.0 as i32), fix_to_int(d.1 as i32)));
+        return;
+    }
+    let mid = |p: (i64, i64), q: (i64, i64)| ((p.0 + q.0) / 2, (p.1 + q.1) / 2);
+    let p01 = mid(a, b);
+    let p12 = mid(b, c);
+    let p23 = mid(c, d);
+    let p012 = mid(p01, p12);
+    let p123 = mid(p12, p23);
+    let p0123 = mid(p012, p123);
+    subdivide_bezier(out, [a, p01, p012, p0123], depth + 1, budget);
+    subdivide_bezier(out, [p0123, p123, p23, d], depth + 1, budget);
+}
+
+/// The pixels of a zero-width line from `a` towards `b`, `b` itself excluded (CapNotLast).
+fn bresenham(a: (i64, i64), b: (i64, i64), mut f: impl FnMut(i64, i64)) {
+    let (mut x, mut y) = a;
+    let dx = (b.0 - a.0).abs();
+    let dy = -(b.1 - a.1).abs();
+    let sx = if a.0 < b.0 { 1 } else { -1 };
+    let sy = if a.1 < b.1 { 1 } else { -1 };
+    let mut err = dx + dy;
+    // Bounded: a hostile path cannot make this loop longer than the line.
+    let mut n = dx.max(-dy).min(1 << 16);
+    while (x, y) != b && n > 0 {
+        f(x, y);
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+        n -= 1;
+    }
+}
+
+/// A 16-bit (x1r5g5b5) colour widened as `canvas_16bpp_to_32bpp`.
+fn color_16_to_32(c: u32) -> u32 {
+    let x5 = |v: u32| {
+        let v = v & 0x1f;
+        (v << 3) | (v >> 2)
+    };
+    x5(c >> 10) << 16 | x5(c >> 5) << 8 | x5(c)
+}
+
+#[cfg(test)]
+mod tests;
