@@ -12,6 +12,7 @@
 //! - [`display`]: image descriptors and draw structures carried by display messages.
 //! - [`codec`]: the image codecs (QUIC, LZ, GLZ, LZ4, JPEG).
 //! - [`canvas`]: a reference canvas rendering display messages into surfaces as spice-gtk does.
+//! - [`qxl`]: the QXL device ABI (structures in guest memory).
 //! - [`agent`]: vdagent message envelopes carried in main-channel agent data.
 //!
 //! Architecture invariant: decoding never panics, never reads past the input, and never
@@ -26,6 +27,7 @@ pub mod error;
 pub mod header;
 pub mod link;
 pub mod messages;
+pub mod qxl;
 pub mod types;
 pub mod wire;
 

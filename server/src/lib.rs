@@ -5,12 +5,14 @@
 //! - [`link`]: the server side of the link stage and SPICE ticket auth.
 //! - [`channel`]: one state machine per channel connection, on a shared [`channel::core`].
 //! - [`display`]: the display state all clients share.
+//! - [`qxl`]: QXL commands read from guest memory through memory slots, checked.
 //! - [`vdi`]: the traits a VMM implements for its devices.
 
 pub mod channel;
 pub mod display;
 pub mod link;
 pub mod net;
+pub mod qxl;
 pub mod server;
 pub mod testing;
 pub mod vdi;

@@ -95,3 +95,81 @@ pub fn link(
     }
     Ok((Linked { conn, header }, session))
 }
+
+/// Guest RAM for QXL tests and fake devices: one flat byte array at device addresses
+/// `base..base + len`, with a bump allocator (8-byte aligned) and writers.
+#[derive(Debug, Clone)]
+pub struct Ram {
+    pub base: u64,
+    pub bytes: Vec<u8>,
+    next: u64,
+}
+
+impl Ram {
+    pub fn new(base: u64, len: usize) -> Ram {
+        Ram {
+            base,
+            bytes: vec![0; len],
+            next: base,
+        }
+    }
+
+    /// Reserve `len` bytes; `None` when full.
+    pub fn alloc(&mut self, len: usize) -> Option<u64> {
+        let at = self.next;
+        let end = at.checked_add(len as u64)?;
+        if end > self.base + self.bytes.len() as u64 {
+            return None;
+        }
+        self.next = (end + 7) & !7;
+        Some(at)
+    }
+
+    /// Reserve and fill.
+    pub fn put(&mut self, data: &[u8]) -> Option<u64> {
+        let at = self.alloc(data.len())?;
+        self.write(at, data);
+        Some(at)
+    }
+
+    /// Overwrite bytes at `addr` (must be inside).
+    pub fn write(&mut self, addr: u64, data: &[u8]) {
+        let o = (addr - self.base) as usize;
+        self.bytes[o..o + data.len()].copy_from_slice(data);
+    }
+
+    /// Forget every allocation.
+    pub fn reset(&mut self) {
+        self.next = self.base;
+    }
+
+    /// The slot covering all of this RAM (group 0, generation `generation`).
+    pub fn slot(&self, slot_id: u32, generation: u8) -> crate::vdi::MemSlot {
+        crate::vdi::MemSlot {
+            group_id: 0,
+            slot_id,
+            generation,
+            start: self.base,
+            end: self.base + self.bytes.len() as u64,
+            delta: 0,
+        }
+    }
+}
+
+impl crate::vdi::GuestMemory for Ram {
+    fn read(&self, addr: u64, out: &mut [u8]) -> bool {
+        let Some(o) = addr.checked_sub(self.base) else {
+            return false;
+        };
+        match usize::try_from(o)
+            .ok()
+            .and_then(|o| self.bytes.get(o..o.checked_add(out.len())?))
+        {
+            Some(src) => {
+                out.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}

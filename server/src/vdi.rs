@@ -5,9 +5,10 @@
 //! them from its own event loop, never from another thread, and never with a clock of its own:
 //! time reaches the server through its `handle_*`/`poll_*` calls.
 //!
-//! Built so far: input devices and char devices. The QXL display interface (command and cursor
-//! rings in guest memory, memory slots, surfaces), the framebuffer display and audio come with
-//! the display and audio channels.
+//! Built: input devices, char devices, the plain framebuffer display ([`Framebuffer`]) and the
+//! QXL display device ([`QxlDevice`]: command and cursor rings whose commands live in guest
+//! memory reached through memory slots, the release ring, the primary surface). Audio comes
+//! with the audio channels.
 //!
 //! Must not: know about channels, sockets or message encodings.
 
@@ -68,5 +69,85 @@ pub trait Framebuffer {
     /// The whole screen: `width * 4` bytes per row (B, G, R, X), top row first.
     fn pixels(&self) -> &[u8];
     /// When the device will next change the screen, if it knows.
+    fn next_wakeup(&self) -> Option<u64>;
+}
+
+/// Guest memory as the VMM maps it for the QXL device. The server only asks for ranges it has
+/// checked against a registered [`MemSlot`]; an implementation still must not panic on any
+/// range (return `false` instead).
+pub trait GuestMemory {
+    /// Copy `out.len()` bytes at device address `addr` (a slot's `start..end` space) into `out`.
+    fn read(&self, addr: u64, out: &mut [u8]) -> bool;
+}
+
+/// A memory slot (`QXLDevMemSlot`): guest addresses of slot `slot_id` in group `group_id` with
+/// generation `generation` map to device addresses `offset + delta`, which must lie in
+/// `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemSlot {
+    pub group_id: u32,
+    pub slot_id: u32,
+    pub generation: u8,
+    pub start: u64,
+    pub end: u64,
+    pub delta: u64,
+}
+
+/// What the QXL device's ROM tells the server (`QXLDevInitInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QxlInitInfo {
+    pub num_memslots_groups: u32,
+    pub num_memslots: u32,
+    pub memslot_gen_bits: u8,
+    pub memslot_id_bits: u8,
+    /// Surfaces the device supports (ids `0..n_surfaces`).
+    pub n_surfaces: u32,
+}
+
+/// One entry of the command or cursor ring (`QXLCommandExt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QxlCommandExt {
+    pub cmd: spice_proto::qxl::QxlCommand,
+    pub group_id: u32,
+    pub flags: u32,
+}
+
+/// What the device asks of the server outside the rings (the QXL I/O ports QEMU turns into
+/// `spice_qxl_*` calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QxlEvent {
+    AddMemSlot(MemSlot),
+    DelMemSlot {
+        group_id: u32,
+        slot_id: u32,
+    },
+    CreatePrimary(spice_proto::qxl::PrimarySurface),
+    DestroyPrimary,
+    /// The guest's `QXLMonitorsConfig` at this guest address (group `group_id`).
+    MonitorsConfig {
+        addr: u64,
+        group_id: u32,
+    },
+    /// `QXL_IO_RESET`: drop all surfaces and memory slots.
+    Reset,
+}
+
+/// A QXL display device (`QXLInterface`): the guest driver puts commands on rings; the server
+/// takes them, reads their structures from guest memory, and gives each back exactly once
+/// through [`QxlDevice::release`] (the release ring).
+pub trait QxlDevice {
+    fn init_info(&self) -> QxlInitInfo;
+    /// The guest memory the commands point into.
+    fn memory(&self) -> &dyn GuestMemory;
+    /// Let the device (and its guest) run up to `now_ms`; the I/O events it raised.
+    fn run(&mut self, now_ms: u64) -> Vec<QxlEvent>;
+    /// The next command of the command ring (`get_command`), if any.
+    fn get_command(&mut self) -> Option<QxlCommandExt>;
+    /// The next command of the cursor ring (`get_cursor_command`), if any.
+    fn get_cursor_command(&mut self) -> Option<QxlCommandExt>;
+    /// Give a command's resources back (`release_resource`): the `release_info` id the command
+    /// carried and its group.
+    fn release(&mut self, id: u64, group_id: u32);
+    /// When the device will next have something to do, if it knows.
     fn next_wakeup(&self) -> Option<u64>;
 }

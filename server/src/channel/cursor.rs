@@ -1,46 +1,113 @@
 //! The cursor channel: the cursor shape and position from the QXL cursor ring.
 //!
-//! Built so far: `init` with the current (no) cursor. Shapes, moves, hides, trails and the
-//! cursor cache come with the QXL cursor ring.
+//! On link it sends `init` with the current cursor (position, trail, visibility, shape). Then
+//! each change of the display's cursor goes out as `set`, `move`, `hide` or `trail`. Shapes
+//! with a guest `unique` id are put in the client's cursor cache (`CACHE_ME`) the first time
+//! and sent `FROM_CACHE` after that; when [`MAX_CACHED_CURSORS`] are cached the cache is
+//! emptied with `inval_all` and starts again. A client that falls behind by more than the
+//! display's cursor log gets one `set` of the current state.
 
-use spice_proto::messages::cursor::{Cursor, CursorFlags, CursorInit};
+use std::collections::BTreeSet;
+
+use spice_proto::messages::cursor::{
+    Cursor, CursorFlags, CursorHeader, CursorInit, CursorSet, CursorTrail, CursorType,
+};
 use spice_proto::messages::CursorServer;
-use spice_proto::types::Point16;
 
 use crate::channel::core::{ChannelCore, ChannelError};
+use crate::display::qxl::CursorState;
+use crate::display::CursorUpdate;
 use crate::link::Linked;
 use crate::server::{ChannelImpl, Shared};
+
+/// Shapes one client's cursor cache holds before it is emptied.
+pub const MAX_CACHED_CURSORS: usize = 64;
 
 /// One client's cursor channel.
 pub struct CursorChannel {
     core: ChannelCore,
+    seen: u64,
+    cached: BTreeSet<u64>,
 }
 
 impl CursorChannel {
     pub(crate) fn new(
-        mut core: ChannelCore,
+        core: ChannelCore,
         _linked: &Linked,
-        _shared: &Shared,
+        shared: &Shared,
         send_init: bool,
     ) -> Self {
+        let mut c = CursorChannel {
+            core,
+            seen: shared.display.next_cursor_seq(),
+            cached: BTreeSet::new(),
+        };
         if send_init {
-            core.send(&CursorServer::Init(CursorInit {
-                position: Point16 { x: 0, y: 0 },
-                trail_length: 0,
-                trail_frequency: 0,
-                visible: 0,
-                cursor: Cursor {
-                    flags: CursorFlags::EMPTY,
-                    header: None,
-                    data: Default::default(),
-                },
+            let st = shared.display.cursor().clone();
+            let cursor = c.wire_cursor(&st);
+            c.core.send(&CursorServer::Init(CursorInit {
+                position: st.position.wire(),
+                trail_length: st.trail.0,
+                trail_frequency: st.trail.1,
+                visible: u8::from(st.visible && st.shape.is_some()),
+                cursor,
             }));
         }
-        CursorChannel { core }
+        c
     }
 
     pub fn core(&self) -> &ChannelCore {
         &self.core
+    }
+
+    /// The shape of `st` as this client should get it (through its cache).
+    fn wire_cursor(&mut self, st: &CursorState) -> Cursor {
+        let Some(shape) = &st.shape else {
+            return Cursor {
+                flags: CursorFlags::EMPTY,
+                header: None,
+                data: Default::default(),
+            };
+        };
+        let h = &shape.header;
+        let header = CursorHeader {
+            unique: h.unique,
+            cursor_type: CursorType::from_raw(h.cursor_type.min(255) as u8),
+            width: h.width,
+            height: h.height,
+            hot_spot_x: h.hot_spot_x,
+            hot_spot_y: h.hot_spot_y,
+        };
+        if h.unique != 0 && self.cached.contains(&h.unique) {
+            return Cursor {
+                flags: CursorFlags::FROM_CACHE,
+                header: Some(header),
+                data: Default::default(),
+            };
+        }
+        let mut flags = CursorFlags::EMPTY;
+        if h.unique != 0 {
+            if self.cached.len() >= MAX_CACHED_CURSORS {
+                self.core.send(&CursorServer::InvalAll);
+                self.cached.clear();
+            }
+            self.cached.insert(h.unique);
+            flags = CursorFlags::CACHE_ME;
+        }
+        Cursor {
+            flags,
+            header: Some(header),
+            data: shape.data.clone().into(),
+        }
+    }
+
+    fn set(&mut self, st: &CursorState) {
+        let cursor = self.wire_cursor(st);
+        self.core.send(&CursorServer::Set(CursorSet {
+            position: st.position.wire(),
+            visible: u8::from(st.visible),
+            cursor,
+        }));
     }
 }
 
@@ -65,5 +132,29 @@ impl ChannelImpl for CursorChannel {
         Ok(())
     }
 
-    fn pump(&mut self, _shared: &mut Shared, _now_ms: u64) {}
+    fn pump(&mut self, shared: &mut Shared, _now_ms: u64) {
+        let next = shared.display.next_cursor_seq();
+        if self.seen >= next {
+            return;
+        }
+        let st = shared.display.cursor().clone();
+        match shared.display.cursor_since(self.seen) {
+            None => self.set(&st),
+            Some(us) => {
+                for u in us {
+                    match u {
+                        // Every `set` in the log is sent with the current state: earlier
+                        // shapes are already replaced.
+                        CursorUpdate::Set => self.set(&st),
+                        CursorUpdate::Move(p) => self.core.send(&CursorServer::Move(p.wire())),
+                        CursorUpdate::Hide => self.core.send(&CursorServer::Hide),
+                        CursorUpdate::Trail(length, frequency) => self
+                            .core
+                            .send(&CursorServer::Trail(CursorTrail { length, frequency })),
+                    }
+                }
+            }
+        }
+        self.seen = next;
+    }
 }

@@ -1,6 +1,13 @@
 //! The display channel: the screen of the display device to one client, with the image
 //! compression the server is set to, in a byte-bounded way.
 //!
+//! With a QXL device, changes arrive as drawables: while this client keeps up they are sent as
+//! the draw messages themselves (fill, copy, copy_bits, text, ...), their images compressed for
+//! this client and served from its pixmap and palette caches; an opaque drawable drops the
+//! unsent ones it fully covers. When this client falls behind (more than [`MAX_PENDING_DRAWS`]
+//! unsent), its unsent drawables turn into dirty rectangles sent from the current pixels, as
+//! for the framebuffer device.
+//!
 //! On the client's `init` it sends what the reference sends a new client (spice-gtk ↔ Xspice
 //! capture): `inval_all_palettes`, `surface_create` of the primary surface, the current screen
 //! as `draw_copy`, `monitors_config` (if the client has the cap) and `mark`. Then it keeps a
@@ -19,13 +26,17 @@
 use spice_proto::caps;
 use spice_proto::codec::{self, PixelFormat, Pixmap};
 use spice_proto::display::ImageCompression as WireCompression;
+use spice_proto::display::ResourceId;
+use spice_proto::display::ResourceType;
 use spice_proto::display::{
     BitmapData, BitmapFlags, BitmapFmt, BitmapPalette, Clip, Copy, DisplayBase, Draw, Head, Image,
     ImageData, ImageFlags, ImageScaleMode, MaskFlags, QMask, Ropd, SurfaceFlags, SurfaceFmt,
 };
-use spice_proto::messages::display::{MonitorsConfig, SurfaceCreate};
+use spice_proto::messages::display::{InvalList, MonitorsConfig, SurfaceCreate};
 use spice_proto::messages::{DisplayClient, DisplayServer, Message};
 use spice_proto::types::{Point, Rect};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 use crate::channel::core::{ChannelCore, ChannelError};
 use crate::link::Linked;
@@ -48,6 +59,11 @@ pub const MIN_PIXELS_TO_COMPRESS: u64 = 32;
 /// 2048×2048 goes as one `draw_copy`, as the reference sends the first screen: clients such as
 /// spicy-screenshot take the first draw as the whole screen.
 pub const MAX_PIXELS_PER_DRAW: u64 = 4 * 1024 * 1024;
+/// Unsent drawables a client may have before it falls back to dirty regions.
+pub const MAX_PENDING_DRAWS: usize = 128;
+/// Palettes one client's palette cache is given (spice-gtk keeps them all; the reference
+/// server caps its mirror similarly).
+pub const MAX_CACHED_PALETTES: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -69,10 +85,26 @@ pub struct DisplayChannel {
     /// The next display change this client has not taken yet.
     seen_seq: u64,
     dirty: Vec<Rect>,
+    /// Drawables taken from the display but not sent yet (QXL).
+    pending: VecDeque<Rc<DisplayServer>>,
+    /// The primary surface generation this client was last given.
+    primary_gen: Option<u64>,
+    /// Whether this client has a primary surface (we sent `surface_create`).
+    has_surface: bool,
+    /// The client's pixmap cache as we filled it: id → pixels, and insertion order.
+    pixmaps: BTreeMap<u64, u64>,
+    pixmap_order: VecDeque<u64>,
+    pixmap_used: u64,
+    pixmap_budget: u64,
+    palettes: BTreeSet<u64>,
     glz: Option<codec::glz::Encoder>,
     next_image_id: u64,
     /// Images sent, by kind (for logs and tests).
     sent: [u64; 5],
+    /// Drawables dropped because a newer opaque one covered them before they were sent.
+    dropped: u64,
+    /// Images sent as `FROM_CACHE`.
+    cache_hits: u64,
 }
 
 impl DisplayChannel {
@@ -91,9 +123,19 @@ impl DisplayChannel {
             preferred: None,
             seen_seq: 0,
             dirty: Vec::new(),
+            pending: VecDeque::new(),
+            primary_gen: None,
+            has_surface: false,
+            pixmaps: BTreeMap::new(),
+            pixmap_order: VecDeque::new(),
+            pixmap_used: 0,
+            pixmap_budget: 0,
+            palettes: BTreeSet::new(),
             glz: None,
             next_image_id: 1,
             sent: [0; 5],
+            dropped: 0,
+            cache_hits: 0,
         }
     }
 
@@ -104,6 +146,12 @@ impl DisplayChannel {
     /// Images sent so far: bitmap, quic, lz, glz, other.
     pub fn images_sent(&self) -> [u64; 5] {
         self.sent
+    }
+
+    /// Drawables dropped unsent (covered by newer opaque ones), and images sent from the
+    /// client's pixmap cache.
+    pub fn draw_stats(&self) -> (u64, u64) {
+        (self.dropped, self.cache_hits)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
@@ -142,21 +190,10 @@ impl DisplayChannel {
                     .unwrap_or(0)
                     .clamp(1 << 16, 1 << 25);
                 self.glz = codec::glz::Encoder::new(window).ok();
-                let Some((w, h)) = shared.display.size() else {
-                    return Ok(());
-                };
+                self.pixmap_budget = u64::try_from(init.pixmap_cache_size.max(0)).unwrap_or(0);
                 self.core.send(&DisplayServer::InvalAllPalettes);
-                self.core.send(&DisplayServer::SurfaceCreate(SurfaceCreate {
-                    surface_id: 0,
-                    width: w,
-                    height: h,
-                    format: SurfaceFmt::Xrgb32,
-                    flags: SurfaceFlags::PRIMARY,
-                }));
-                self.seen_seq = shared.display.next_seq();
-                self.dirty.clear();
-                self.add_dirty(Rect::from_xywh(0, 0, w as i32, h as i32));
                 self.phase = Phase::FirstScreen;
+                self.new_primary(shared);
             }
             DisplayClient::PreferredCompression(c) => self.preferred = Some(c),
             DisplayClient::StreamReport(_)
@@ -200,21 +237,25 @@ impl DisplayChannel {
         }
     }
 
-    /// Encode `r` of the current screen as one `draw_copy`.
-    fn draw(&mut self, shared: &Shared, r: Rect) -> Option<DisplayServer> {
-        let (sw, _) = shared.display.size()?;
-        let pixels = shared.display.pixels()?;
-        let (w, h) = (r.width() as u32, r.height() as u32);
-        let mut data = Vec::with_capacity(w as usize * h as usize * 4);
-        let stride = sw as usize * 4;
-        for y in r.top..r.bottom {
-            let start = y as usize * stride + r.left as usize * 4;
-            data.extend_from_slice(pixels.get(start..start + w as usize * 4)?);
-        }
-        let pix = Pixmap::from_data(w, h, PixelFormat::Rgb32, w as usize * 4, data).ok()?;
-        let id = self.next_image_id;
+    /// Image ids of the images we make (dirty regions, re-encoded drawables): counted down
+    /// from the top so they never meet a guest's QXL image ids.
+    fn fresh_image_id(&mut self) -> u64 {
+        let id = u64::MAX - self.next_image_id;
         self.next_image_id += 1;
-        let kind = self.choose(shared.display.compression(), &pix);
+        id
+    }
+
+    /// Compress a 32-bit (or RGBA) top-down pixmap as this client's settings say.
+    fn encode_pixmap(&mut self, setting: ImageCompression, pix: Pixmap) -> ImageData {
+        let kind = if pix.format() == PixelFormat::Rgba {
+            // QUIC and GLZ could carry alpha too; LZ (RGBA) is what the reference uses.
+            match self.choose(setting, &pix) {
+                Kind::Bitmap => Kind::Bitmap,
+                _ => Kind::Lz,
+            }
+        } else {
+            self.choose(setting, &pix)
+        };
         let encoded = match kind {
             Kind::Quic => codec::quic::encode(&pix)
                 .ok()
@@ -229,22 +270,37 @@ impl DisplayChannel {
                 .map(|(_, b)| ImageData::GlzRgb(b.into())),
             Kind::Bitmap => None,
         };
-        let (data, slot) = match encoded {
-            Some(d) => (d, kind as usize),
-            None => (
+        match encoded {
+            Some(d) => {
+                self.sent[kind as usize] += 1;
+                d
+            }
+            None => {
+                self.sent[Kind::Bitmap as usize] += 1;
+                let (w, h, stride) = (pix.width(), pix.height(), pix.stride() as u32);
                 ImageData::Bitmap(BitmapData {
-                    format: BitmapFmt::Bit32,
+                    format: if pix.format() == PixelFormat::Rgba {
+                        BitmapFmt::Rgba
+                    } else {
+                        BitmapFmt::Bit32
+                    },
                     flags: BitmapFlags::TOP_DOWN,
                     x: w,
                     y: h,
-                    stride: w * 4,
+                    stride,
                     palette: BitmapPalette::Inline(None),
                     data: pix.into_data().into(),
-                }),
-                Kind::Bitmap as usize,
-            ),
-        };
-        self.sent[slot] += 1;
+                })
+            }
+        }
+    }
+
+    /// Encode `r` of the current screen as one `draw_copy`.
+    fn draw(&mut self, shared: &Shared, r: Rect) -> Option<DisplayServer> {
+        let pix = shared.display.rect_pixmap(&r)?;
+        let (w, h) = (pix.width(), pix.height());
+        let id = self.fresh_image_id();
+        let data = self.encode_pixmap(shared.display.compression(), pix);
         Some(DisplayServer::DrawCopy(Draw {
             base: DisplayBase {
                 surface_id: 0,
@@ -269,6 +325,233 @@ impl DisplayChannel {
                 },
             },
         }))
+    }
+
+    /// Send `surface_create` for the current primary surface (destroying the one this client
+    /// had) and queue the whole screen.
+    fn new_primary(&mut self, shared: &Shared) {
+        self.primary_gen = Some(shared.display.primary_generation());
+        self.pending.clear();
+        self.dirty.clear();
+        self.seen_seq = shared.display.next_seq();
+        if self.has_surface {
+            self.core.send(&DisplayServer::SurfaceDestroy(0));
+            self.has_surface = false;
+        }
+        let Some((w, h)) = shared.display.size() else {
+            return;
+        };
+        self.core.send(&DisplayServer::SurfaceCreate(SurfaceCreate {
+            surface_id: 0,
+            width: w,
+            height: h,
+            format: SurfaceFmt::Xrgb32,
+            flags: SurfaceFlags::PRIMARY,
+        }));
+        self.has_surface = true;
+        self.add_dirty(Rect::from_xywh(0, 0, w as i32, h as i32));
+    }
+
+    /// Queue a drawable, dropping unsent ones it covers; fall back to dirty regions when too
+    /// many are waiting.
+    fn push_draw(&mut self, d: Rc<DisplayServer>, rect: Rect) {
+        if !self.dirty.is_empty() || self.pending.len() >= MAX_PENDING_DRAWS {
+            // Behind: everything unsent becomes regions of the current pixels.
+            let old: Vec<_> = self.pending.drain(..).collect();
+            for o in old {
+                if let Some(b) = crate::display::qxl::bbox(&o) {
+                    self.add_dirty(b);
+                }
+            }
+            self.add_dirty(rect);
+            return;
+        }
+        if let Some(nb) = opaque_area(&d) {
+            // Walk back over unsent drawables that do not read the surface: those the new one
+            // covers can never be seen.
+            let mut i = self.pending.len();
+            while i > 0 {
+                i -= 1;
+                let o = &self.pending[i];
+                let covered = crate::display::qxl::bbox(o).is_some_and(|b| contains(&nb, &b));
+                let reads = opaque_area(o).is_none();
+                if covered {
+                    self.pending.remove(i);
+                    self.dropped += 1;
+                } else if reads {
+                    break;
+                }
+            }
+        }
+        self.pending.push_back(d);
+    }
+
+    /// A drawable with its images made ready for this client: bitmaps compressed, cached
+    /// images and palettes referred to by id.
+    fn prepare(&mut self, setting: ImageCompression, d: &DisplayServer) -> Vec<DisplayServer> {
+        let mut m = d.clone();
+        let mut before = Vec::new();
+        for_each_image(&mut m, &mut |img, is_mask| {
+            if let Some(inval) = self.prepare_image(setting, img, is_mask) {
+                before.push(inval);
+            }
+        });
+        before.push(m);
+        before
+    }
+
+    /// Prepare one image; returns an `inval_list` to send first if the cache evicted.
+    fn prepare_image(
+        &mut self,
+        setting: ImageCompression,
+        img: &mut Image,
+        is_mask: bool,
+    ) -> Option<DisplayServer> {
+        let cacheable = img.flags.contains(ImageFlags::CACHE_ME);
+        img.flags = img.flags.without(ImageFlags::CACHE_ME);
+        let pixels = img.width as u64 * img.height as u64;
+        if cacheable && self.pixmaps.contains_key(&img.id) {
+            img.data = ImageData::FromCache;
+            self.cache_hits += 1;
+            return None;
+        }
+        let mut inval = Vec::new();
+        if cacheable && pixels <= self.pixmap_budget / 2 {
+            while self.pixmap_used + pixels > self.pixmap_budget {
+                let Some(old) = self.pixmap_order.pop_front() else {
+                    break;
+                };
+                if let Some(n) = self.pixmaps.remove(&old) {
+                    self.pixmap_used -= n;
+                    inval.push(ResourceId {
+                        resource_type: ResourceType::Pixmap,
+                        id: old,
+                    });
+                }
+            }
+            self.pixmaps.insert(img.id, pixels);
+            self.pixmap_order.push_back(img.id);
+            self.pixmap_used += pixels;
+            img.flags = img.flags.with(ImageFlags::CACHE_ME, true);
+        }
+        if let ImageData::Bitmap(b) = &mut img.data {
+            let fmt = PixelFormat::from_spice_bitmap_fmt(b.format.to_raw());
+            match fmt {
+                Some(f @ (PixelFormat::Rgb32 | PixelFormat::Rgba)) if !is_mask => {
+                    let top_down = b.flags.contains(BitmapFlags::TOP_DOWN);
+                    if let Ok(p) =
+                        Pixmap::from_data(b.x, b.y, f, b.stride as usize, b.data.to_vec())
+                    {
+                        let p = if top_down { p } else { p.flipped_vertically() };
+                        img.data = self.encode_pixmap(setting, p);
+                    }
+                }
+                _ => {
+                    // Palette and other bitmaps go as they are, palettes through the cache.
+                    if let BitmapPalette::Inline(Some(p)) = &b.palette {
+                        if self.palettes.contains(&p.unique) {
+                            b.palette = BitmapPalette::FromCache(p.unique);
+                        } else if self.palettes.len() < MAX_CACHED_PALETTES && p.unique != 0 {
+                            self.palettes.insert(p.unique);
+                            b.flags = b.flags.with(BitmapFlags::PAL_CACHE_ME, true);
+                        }
+                    }
+                    self.sent[Kind::Bitmap as usize] += 1;
+                }
+            }
+        }
+        (!inval.is_empty()).then_some(DisplayServer::InvalList(InvalList { resources: inval }))
+    }
+}
+
+/// The area a drawable paints without reading what was there (an opaque drawable), if it is
+/// one: fills, copies and opaques with the plain PUT operation, no mask and no clip, and
+/// blackness/whiteness without a mask or clip.
+fn opaque_area(d: &DisplayServer) -> Option<Rect> {
+    use DisplayServer as D;
+    let plain = |base: &DisplayBase, mask: &QMask| base.clip == Clip::None && mask.bitmap.is_none();
+    let opaque_image = |i: &Option<Box<Image>>| {
+        i.as_deref().is_some_and(|i| match &i.data {
+            ImageData::Bitmap(b) => b.format != BitmapFmt::Rgba,
+            ImageData::Surface(_) => false,
+            _ => true,
+        })
+    };
+    match d {
+        D::DrawFill(f)
+            if plain(&f.base, &f.data.mask)
+                && f.data.rop_descriptor == Ropd::OP_PUT
+                && !matches!(f.data.brush, spice_proto::display::Brush::None) =>
+        {
+            Some(f.base.bbox.clone())
+        }
+        D::DrawCopy(c)
+            if plain(&c.base, &c.data.mask)
+                && c.data.rop_descriptor == Ropd::OP_PUT
+                && opaque_image(&c.data.src_bitmap) =>
+        {
+            Some(c.base.bbox.clone())
+        }
+        D::DrawBlackness(b) | D::DrawWhiteness(b) if plain(&b.base, &b.data.mask) => {
+            Some(b.base.bbox.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Call `f` on every image a draw message carries (`true` for masks).
+fn for_each_image(m: &mut DisplayServer, f: &mut dyn FnMut(&mut Image, bool)) {
+    use spice_proto::display::Brush;
+    use DisplayServer as D;
+    let brush = |b: &mut Brush, f: &mut dyn FnMut(&mut Image, bool)| {
+        if let Brush::Pattern(p) = b {
+            f(&mut p.pat, false)
+        }
+    };
+    let mask = |q: &mut QMask, f: &mut dyn FnMut(&mut Image, bool)| {
+        if let Some(i) = q.bitmap.as_deref_mut() {
+            f(i, true)
+        }
+    };
+    let src = |i: &mut Option<Box<Image>>, f: &mut dyn FnMut(&mut Image, bool)| {
+        if let Some(i) = i.as_deref_mut() {
+            f(i, false)
+        }
+    };
+    match m {
+        D::DrawFill(d) => {
+            brush(&mut d.data.brush, f);
+            mask(&mut d.data.mask, f);
+        }
+        D::DrawOpaque(d) => {
+            src(&mut d.data.src_bitmap, f);
+            brush(&mut d.data.brush, f);
+            mask(&mut d.data.mask, f);
+        }
+        D::DrawCopy(d) | D::DrawBlend(d) => {
+            src(&mut d.data.src_bitmap, f);
+            mask(&mut d.data.mask, f);
+        }
+        D::DrawBlackness(d) | D::DrawWhiteness(d) | D::DrawInvers(d) => mask(&mut d.data.mask, f),
+        D::DrawRop3(d) => {
+            src(&mut d.data.src_bitmap, f);
+            brush(&mut d.data.brush, f);
+            mask(&mut d.data.mask, f);
+        }
+        D::DrawStroke(d) => brush(&mut d.data.brush, f),
+        D::DrawText(d) => {
+            brush(&mut d.data.fore_brush, f);
+            brush(&mut d.data.back_brush, f);
+        }
+        D::DrawTransparent(d) => src(&mut d.data.src_bitmap, f),
+        D::DrawAlphaBlend(d) => src(&mut d.data.src_bitmap, f),
+        D::DrawComposite(d) => {
+            src(&mut d.data.src_bitmap, f);
+            if let Some(m) = d.data.mask_bitmap.as_mut() {
+                src(m, f);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -372,22 +655,40 @@ impl ChannelImpl for DisplayChannel {
         if self.phase == Phase::AwaitInit {
             return;
         }
+        if self.primary_gen != Some(shared.display.primary_generation()) {
+            self.new_primary(shared);
+        }
         // Take the changes this client has not seen.
         let next = shared.display.next_seq();
         if self.seen_seq < next {
             match shared.display.updates_since(self.seen_seq) {
-                Some(rs) => {
-                    for r in rs {
-                        self.add_dirty(r);
+                Some(us) => {
+                    for u in us {
+                        match u.draw {
+                            Some(d) if self.phase == Phase::Streaming => self.push_draw(d, u.rect),
+                            _ => self.add_dirty(u.rect),
+                        }
                     }
                 }
                 None => {
+                    self.pending.clear();
                     if let Some((w, h)) = shared.display.size() {
                         self.add_dirty(Rect::from_xywh(0, 0, w as i32, h as i32));
                     }
                 }
             }
             self.seen_seq = next;
+        }
+        // Drawables first (they are older than any dirty region: a region is only added once
+        // no drawable is pending, or together with all of them).
+        let setting = shared.display.compression();
+        while self.core.can_send() {
+            let Some(d) = self.pending.pop_front() else {
+                break;
+            };
+            for m in self.prepare(setting, &d) {
+                self.core.send(&m);
+            }
         }
         while self.core.can_send() && !self.dirty.is_empty() {
             let r = self.dirty.remove(0);
@@ -402,7 +703,13 @@ impl ChannelImpl for DisplayChannel {
             }
         }
         if self.phase == Phase::FirstScreen && self.dirty.is_empty() {
-            if let (true, Some((w, h))) = (self.monitors_cap, shared.display.size()) {
+            if let (true, Some(heads)) = (self.monitors_cap, shared.display.monitors()) {
+                self.core
+                    .send(&DisplayServer::MonitorsConfig(MonitorsConfig {
+                        max_allowed: heads.len().max(1) as u16,
+                        heads: heads.to_vec(),
+                    }));
+            } else if let (true, Some((w, h))) = (self.monitors_cap, shared.display.size()) {
                 self.core
                     .send(&DisplayServer::MonitorsConfig(MonitorsConfig {
                         max_allowed: 1,

@@ -1,0 +1,415 @@
+//! The QXL display device's side of the display: memory slots, the primary and off-screen
+//! surfaces, and the command and cursor rings, serviced on the server's clock.
+//!
+//! Each command is parsed (copied out of guest memory, see [`crate::qxl`]), then released at
+//! once: the server keeps no pointer into guest memory. Drawables are applied to the server's
+//! own copy of every surface (spice-proto's reference canvas, as libspice-server keeps a
+//! software canvas per surface); drawables on the primary surface also go to the update log,
+//! so clients that keep up receive them as draw messages, and clients that fall behind get the
+//! changed regions as images of the current primary surface.
+//!
+//! Off-screen surfaces stay on the server: a drawable on the primary that reads one (a
+//! `SURFACE` image) is sent with that area of the surface as a bitmap, taken when the drawable
+//! was executed.
+
+use std::rc::Rc;
+
+use spice_proto::canvas::Canvas;
+use spice_proto::codec::Limits;
+use spice_proto::display::{
+    BitmapData, BitmapFlags, BitmapFmt, BitmapPalette, Image, ImageData, ImageFlags, SurfaceFlags,
+    SurfaceFmt,
+};
+use spice_proto::messages::display::SurfaceCreate;
+use spice_proto::messages::DisplayServer;
+use spice_proto::qxl::{PrimarySurface, QxlHead, QxlMonitorsConfig};
+use spice_proto::types::{Point16, Rect};
+
+use crate::qxl::{self, Budget, Command, CursorCommand, CursorShape, MemSlots, Reader};
+use crate::vdi::{QxlDevice, QxlEvent};
+
+/// Commands taken from the command ring per service call (the rest wait for the next one).
+pub const MAX_COMMANDS_PER_TICK: usize = 256;
+/// Cursor commands per service call.
+pub const MAX_CURSOR_COMMANDS_PER_TICK: usize = 64;
+
+/// What servicing the device produced for the shared display state.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Drawables executed on the primary surface, in order.
+    pub draws: Vec<(Rect, Rc<DisplayServer>)>,
+    /// The primary surface was created, destroyed or replaced.
+    pub primary_changed: bool,
+    pub cursor: Vec<CursorCommand>,
+    pub monitors: Option<Vec<QxlHead>>,
+}
+
+/// Counters, for logs, tests and the simulator's invariants.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QxlStats {
+    pub commands: u64,
+    pub cursor_commands: u64,
+    pub released: u64,
+    /// Commands refused (bad guest memory or a draw the canvas could not do).
+    pub rejected: u64,
+    pub draws: u64,
+}
+
+/// The QXL device and the server's copy of its surfaces.
+pub struct QxlDisplay {
+    device: Box<dyn QxlDevice>,
+    slots: MemSlots,
+    canvas: Canvas,
+    primary: Option<PrimarySurface>,
+    n_surfaces: u32,
+    pub stats: QxlStats,
+    /// The last few rejections, for logs.
+    pub last_errors: Vec<String>,
+}
+
+impl QxlDisplay {
+    pub fn new(device: Box<dyn QxlDevice>) -> QxlDisplay {
+        let info = device.init_info();
+        QxlDisplay {
+            slots: MemSlots::new(info.memslot_id_bits, info.memslot_gen_bits),
+            device,
+            canvas: Canvas::new(Limits {
+                max_pixels: 16 << 20,
+            }),
+            primary: None,
+            n_surfaces: info.n_surfaces.min(1024),
+            stats: QxlStats::default(),
+            last_errors: Vec::new(),
+        }
+    }
+
+    pub fn size(&self) -> Option<(u32, u32)> {
+        let p = self.canvas.primary()?;
+        Some((p.raster.width, p.raster.height))
+    }
+
+    /// The primary surface's pixels (`0xAARRGGBB`, rows top first).
+    pub fn primary(&self) -> Option<&spice_proto::canvas::Raster> {
+        self.canvas.primary().map(|s| &s.raster)
+    }
+
+    pub fn next_wakeup(&self) -> Option<u64> {
+        self.device.next_wakeup()
+    }
+
+    fn reject(&mut self, what: String) {
+        self.stats.rejected += 1;
+        tracing::warn!("qxl: {what}");
+        if self.last_errors.len() >= 8 {
+            self.last_errors.remove(0);
+        }
+        self.last_errors.push(what);
+    }
+
+    /// Run the device to `now_ms` and service its events and rings.
+    pub fn service(&mut self, now_ms: u64) -> Output {
+        let mut out = Output::default();
+        for ev in self.device.run(now_ms) {
+            self.event(ev, &mut out);
+        }
+        for _ in 0..MAX_COMMANDS_PER_TICK {
+            let Some(ext) = self.device.get_command() else {
+                break;
+            };
+            self.stats.commands += 1;
+            let parsed = self.parse(&ext);
+            match parsed {
+                Ok(cmd) => self.execute(cmd, &mut out),
+                Err(e) => self.reject(format!("command at {:#x}: {e}", ext.cmd.data)),
+            }
+        }
+        for _ in 0..MAX_CURSOR_COMMANDS_PER_TICK {
+            let Some(ext) = self.device.get_cursor_command() else {
+                break;
+            };
+            self.stats.cursor_commands += 1;
+            match self.parse(&ext) {
+                Ok(Command::Cursor { cmd, .. }) => out.cursor.push(cmd),
+                Ok(_) => self.reject("a non-cursor command on the cursor ring".into()),
+                Err(e) => self.reject(format!("cursor command at {:#x}: {e}", ext.cmd.data)),
+            }
+        }
+        out
+    }
+
+    /// Parse one command and give it back to the guest (release exactly once, whether or not
+    /// it parsed, as long as its release id could be read).
+    fn parse(&mut self, ext: &crate::vdi::QxlCommandExt) -> Result<Command, qxl::QxlError> {
+        let mut r = Reader {
+            slots: &self.slots,
+            mem: self.device.memory(),
+            group: ext.group_id,
+            budget: Budget {
+                bytes: qxl::DEFAULT_COMMAND_BYTES,
+            },
+        };
+        let release = if ext.cmd.data == 0 {
+            Err(qxl::QxlError::Null("command"))
+        } else {
+            qxl::release_id(&mut r, ext.cmd.data)
+        };
+        let parsed = qxl::parse(&mut r, &ext.cmd, ext.flags);
+        match release {
+            Ok(id) => {
+                self.device.release(id, ext.group_id);
+                self.stats.released += 1;
+            }
+            Err(e) => {
+                self.reject(format!("cannot read the release id: {e}"));
+            }
+        }
+        parsed
+    }
+
+    fn event(&mut self, ev: QxlEvent, out: &mut Output) {
+        match ev {
+            QxlEvent::AddMemSlot(s) => self.slots.add(s),
+            QxlEvent::DelMemSlot { group_id, slot_id } => self.slots.remove(group_id, slot_id),
+            QxlEvent::CreatePrimary(p) => {
+                // Only 32-bit primaries: the clients get 32_xRGB surfaces.
+                if p.format != 32 && p.format != 96 {
+                    self.reject(format!("primary surface format {} not supported", p.format));
+                    return;
+                }
+                let c = SurfaceCreate {
+                    surface_id: 0,
+                    width: p.width,
+                    height: p.height,
+                    format: SurfaceFmt::Xrgb32,
+                    flags: SurfaceFlags::PRIMARY,
+                };
+                match self.canvas.apply(&DisplayServer::SurfaceCreate(c)) {
+                    Ok(()) => {
+                        self.primary = Some(p);
+                        out.primary_changed = true;
+                    }
+                    Err(e) => self.reject(format!("primary surface: {e}")),
+                }
+            }
+            QxlEvent::DestroyPrimary => {
+                let _ = self.canvas.apply(&DisplayServer::SurfaceDestroy(0));
+                self.primary = None;
+                out.primary_changed = true;
+            }
+            QxlEvent::MonitorsConfig { addr, group_id } => {
+                let mut r = Reader {
+                    slots: &self.slots,
+                    mem: self.device.memory(),
+                    group: group_id,
+                    budget: Budget { bytes: 1 << 16 },
+                };
+                let parsed = r
+                    .read(addr, QxlMonitorsConfig::SIZE, QxlMonitorsConfig::read)
+                    .and_then(|h| {
+                        let n = (h.count as u64).min(64);
+                        let b = r.bytes(addr + QxlMonitorsConfig::SIZE as u64, n * 28)?;
+                        Ok(b.chunks_exact(QxlHead::SIZE)
+                            .filter_map(QxlHead::read)
+                            .collect::<Vec<_>>())
+                    });
+                match parsed {
+                    Ok(heads) => out.monitors = Some(heads),
+                    Err(e) => self.reject(format!("monitors config: {e}")),
+                }
+            }
+            QxlEvent::Reset => {
+                self.slots.clear();
+                self.canvas = Canvas::new(Limits {
+                    max_pixels: 16 << 20,
+                });
+                self.primary = None;
+                out.primary_changed = true;
+            }
+        }
+    }
+
+    fn execute(&mut self, cmd: Command, out: &mut Output) {
+        match cmd {
+            Command::Draw {
+                surface_id, msg, ..
+            } => {
+                if surface_id >= self.n_surfaces.max(1) {
+                    self.reject(format!("drawable on surface {surface_id} out of range"));
+                    return;
+                }
+                let msg = if surface_id == 0 {
+                    self.inline_surfaces(msg)
+                } else {
+                    msg
+                };
+                if let Err(e) = self.canvas.apply(&msg) {
+                    self.reject(format!(
+                        "{} on surface {surface_id}: {e}",
+                        spice_proto::messages::Message::name(&msg)
+                    ));
+                    return;
+                }
+                self.stats.draws += 1;
+                if surface_id == 0 {
+                    if let Some(r) = bbox(&msg).and_then(|b| self.on_screen(&b)) {
+                        out.draws.push((r, Rc::new(msg)));
+                    }
+                }
+            }
+            Command::SurfaceCreate {
+                surface_id,
+                width,
+                height,
+                format,
+                ..
+            } => {
+                if surface_id == 0 || surface_id >= self.n_surfaces {
+                    self.reject(format!("surface create {surface_id} out of range"));
+                    return;
+                }
+                let format = match format {
+                    96 => SurfaceFmt::Argb32,
+                    8 => SurfaceFmt::A8,
+                    _ => SurfaceFmt::Xrgb32,
+                };
+                let c = SurfaceCreate {
+                    surface_id,
+                    width,
+                    height,
+                    format,
+                    flags: SurfaceFlags::EMPTY,
+                };
+                if let Err(e) = self.canvas.apply(&DisplayServer::SurfaceCreate(c)) {
+                    self.reject(format!("surface {surface_id}: {e}"));
+                }
+            }
+            Command::SurfaceDestroy { surface_id, .. } => {
+                if surface_id != 0 {
+                    let _ = self
+                        .canvas
+                        .apply(&DisplayServer::SurfaceDestroy(surface_id));
+                }
+            }
+            Command::Update { .. } => {}
+            Command::Message { text, .. } => tracing::debug!("qxl guest: {text}"),
+            Command::Cursor { cmd, .. } => out.cursor.push(cmd),
+        }
+    }
+
+    fn on_screen(&self, r: &Rect) -> Option<Rect> {
+        let (w, h) = self.size()?;
+        let c = Rect {
+            left: r.left.clamp(0, w as i32),
+            top: r.top.clamp(0, h as i32),
+            right: r.right.clamp(0, w as i32),
+            bottom: r.bottom.clamp(0, h as i32),
+        };
+        (!c.is_empty()).then_some(c)
+    }
+
+    /// Replace every `SURFACE` image of a drawable by the area of that surface it reads, as a
+    /// bitmap of the surface's current pixels.
+    fn inline_surfaces(&self, mut msg: DisplayServer) -> DisplayServer {
+        let canvas = &self.canvas;
+        let fix = |img: &mut Option<Box<Image>>, area: &mut Rect| {
+            let Some(i) = img.as_deref_mut() else { return };
+            let ImageData::Surface(id) = i.data else {
+                return;
+            };
+            let Some(s) = canvas.surface(id) else { return };
+            let r = &s.raster;
+            let (x, y) = (area.left.max(0) as i64, area.top.max(0) as i64);
+            let w = (area.right as i64).min(r.width as i64) - x;
+            let h = (area.bottom as i64).min(r.height as i64) - y;
+            if w <= 0 || h <= 0 {
+                return;
+            }
+            let sub = r.sub(x, y, w as u32, h as u32);
+            let data: Vec<u8> = sub.px.iter().flat_map(|p| p.to_le_bytes()).collect();
+            *i = Image {
+                id: 0,
+                flags: ImageFlags::EMPTY,
+                width: w as u32,
+                height: h as u32,
+                data: ImageData::Bitmap(BitmapData {
+                    format: if r.alpha {
+                        BitmapFmt::Rgba
+                    } else {
+                        BitmapFmt::Bit32
+                    },
+                    flags: BitmapFlags::TOP_DOWN,
+                    x: w as u32,
+                    y: h as u32,
+                    stride: w as u32 * 4,
+                    palette: BitmapPalette::Inline(None),
+                    data: data.into(),
+                }),
+            };
+            *area = Rect {
+                left: area.left - x as i32,
+                top: area.top - y as i32,
+                right: area.right - x as i32,
+                bottom: area.bottom - y as i32,
+            };
+        };
+        match &mut msg {
+            DisplayServer::DrawCopy(d) | DisplayServer::DrawBlend(d) => {
+                fix(&mut d.data.src_bitmap, &mut d.data.src_area)
+            }
+            DisplayServer::DrawOpaque(d) => fix(&mut d.data.src_bitmap, &mut d.data.src_area),
+            DisplayServer::DrawTransparent(d) => fix(&mut d.data.src_bitmap, &mut d.data.src_area),
+            DisplayServer::DrawAlphaBlend(d) => fix(&mut d.data.src_bitmap, &mut d.data.src_area),
+            DisplayServer::DrawRop3(d) => fix(&mut d.data.src_bitmap, &mut d.data.src_area),
+            _ => {}
+        }
+        msg
+    }
+}
+
+/// The bounding box of a draw message.
+pub fn bbox(m: &DisplayServer) -> Option<Rect> {
+    use DisplayServer as D;
+    Some(
+        match m {
+            D::DrawFill(d) => &d.base,
+            D::DrawOpaque(d) => &d.base,
+            D::DrawCopy(d) | D::DrawBlend(d) => &d.base,
+            D::DrawBlackness(d) | D::DrawWhiteness(d) | D::DrawInvers(d) => &d.base,
+            D::DrawRop3(d) => &d.base,
+            D::DrawStroke(d) => &d.base,
+            D::DrawText(d) => &d.base,
+            D::DrawTransparent(d) => &d.base,
+            D::DrawAlphaBlend(d) => &d.base,
+            D::DrawComposite(d) => &d.base,
+            D::CopyBits(d) => &d.base,
+            _ => return None,
+        }
+        .bbox
+        .clone(),
+    )
+}
+
+/// The cursor as clients should see it now.
+#[derive(Debug, Clone, Default)]
+pub struct CursorState {
+    pub position: Point16Value,
+    pub visible: bool,
+    pub shape: Option<Rc<CursorShape>>,
+    pub trail: (u16, u16),
+}
+
+/// A copyable position (spice-proto's `Point16` is not `Copy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Point16Value {
+    pub x: i16,
+    pub y: i16,
+}
+
+impl Point16Value {
+    pub fn wire(self) -> Point16 {
+        Point16 {
+            x: self.x,
+            y: self.y,
+        }
+    }
+}
