@@ -5,4 +5,5 @@
 //! - [`screen`]: a framebuffer display playing deterministic scenes.
 
 pub mod input;
+pub mod qxl;
 pub mod screen;

@@ -50,6 +50,18 @@ pub fn link(
     password: &str,
     now_ms: u64,
 ) -> Result<(Linked, Option<u32>), String> {
+    link_with_rest(server, channel, connection_id, password, now_ms).map(|(l, s, _)| (l, s))
+}
+
+/// [`link`], also returning the bytes the server sent after the link result (the channel's
+/// first messages: `set_ack`, `init`, ...).
+pub fn link_with_rest(
+    server: &mut Server,
+    channel: ChannelType,
+    connection_id: u32,
+    password: &str,
+    now_ms: u64,
+) -> Result<(Linked, Option<u32>, Vec<u8>), String> {
     let conn = server.connect(now_ms);
     let mut c = Caps::default();
     c.set_common(caps::common::PROTOCOL_AUTH_SELECTION);
@@ -93,7 +105,8 @@ pub fn link(
             }
         }
     }
-    Ok((Linked { conn, header }, session))
+    let rest = out.get(4..).unwrap_or_default().to_vec();
+    Ok((Linked { conn, header }, session, rest))
 }
 
 /// Guest RAM for QXL tests and fake devices: one flat byte array at device addresses

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spice_fake_devices::input::{to_json_line, EventLog, FakeKeyboard, FakeMouse, FakeTablet};
+use spice_fake_devices::qxl::FakeQxl;
 use spice_fake_devices::screen::FakeScreen;
 use spice_server::link::Ticketing;
 use spice_server::{Config, ImageCompression, Server};
@@ -41,7 +42,9 @@ struct Args {
     /// Write every input event the fake devices receive to FILE, as JSON lines.
     #[arg(long, value_name = "FILE")]
     events_log: Option<PathBuf>,
-    /// The scene the fake display plays: desktop, solid, text, photo, windows, animated.
+    /// The scene the fake display plays: desktop, solid, text, photo, windows, animated (a
+    /// framebuffer display), or qxl-desktop, qxl-fills, qxl-text, qxl-photo, qxl-window,
+    /// qxl-surface, qxl-cursor (a QXL device: drawables in guest memory).
     #[arg(long, default_value = "desktop")]
     scene: String,
     /// The fake display's size, WIDTHxHEIGHT.
@@ -73,11 +76,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if !spice_fake_devices::screen::SCENES.contains(&args.scene.as_str()) {
+    if !spice_fake_devices::screen::SCENES.contains(&args.scene.as_str())
+        && !spice_fake_devices::qxl::SCENES.contains(&args.scene.as_str())
+    {
         eprintln!(
-            "spice-server: unknown scene {:?} ({})",
+            "spice-server: unknown scene {:?} ({}, {})",
             args.scene,
-            spice_fake_devices::screen::SCENES.join(", ")
+            spice_fake_devices::screen::SCENES.join(", "),
+            spice_fake_devices::qxl::SCENES.join(", ")
         );
         return ExitCode::from(2);
     }
@@ -138,9 +144,16 @@ fn run(args: Args) -> std::io::Result<()> {
         });
     }
     let (w, h) = args.size;
-    let screen = FakeScreen::new(&args.scene, w, h)
-        .ok_or_else(|| std::io::Error::other("bad scene or size"))?;
-    server.display().set_framebuffer(Box::new(screen));
+    if args.scene.starts_with("qxl-") {
+        let dev = FakeQxl::new(&args.scene, w, h).ok_or_else(|| {
+            std::io::Error::other("bad scene or size (QXL: 200x150 to 4096x4096)")
+        })?;
+        server.display().set_qxl(Box::new(dev));
+    } else {
+        let screen = FakeScreen::new(&args.scene, w, h)
+            .ok_or_else(|| std::io::Error::other("bad scene or size"))?;
+        server.display().set_framebuffer(Box::new(screen));
+    }
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
     server.set_tablet(Box::new(FakeTablet::new(log.clone())));
@@ -179,14 +192,21 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 /// `--snapshot`: the scene's framebuffer at its settled time (or `--snapshot-at`) as PNG.
 fn snapshot(args: &Args, out: &std::path::Path) -> std::io::Result<()> {
     let (w, h) = args.size;
-    let probe =
-        FakeScreen::new(&args.scene, w, h).ok_or_else(|| std::io::Error::other("bad scene"))?;
-    let at = args
-        .snapshot_at
-        .or(probe.settled())
-        .unwrap_or(spice_fake_devices::screen::SETTLE_MS);
-    let rgba = FakeScreen::rgba_at(&args.scene, w, h, at)
-        .ok_or_else(|| std::io::Error::other("bad scene"))?;
+    let rgba = if args.scene.starts_with("qxl-") {
+        let at = args
+            .snapshot_at
+            .unwrap_or(spice_fake_devices::screen::SETTLE_MS);
+        FakeQxl::rgba_at(&args.scene, w, h, at).ok_or_else(|| std::io::Error::other("bad scene"))?
+    } else {
+        let probe =
+            FakeScreen::new(&args.scene, w, h).ok_or_else(|| std::io::Error::other("bad scene"))?;
+        let at = args
+            .snapshot_at
+            .or(probe.settled())
+            .unwrap_or(spice_fake_devices::screen::SETTLE_MS);
+        FakeScreen::rgba_at(&args.scene, w, h, at)
+            .ok_or_else(|| std::io::Error::other("bad scene"))?
+    };
     let file = BufWriter::new(File::create(out)?);
     let mut enc = png::Encoder::new(file, w, h);
     enc.set_color(png::ColorType::Rgba);
