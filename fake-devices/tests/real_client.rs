@@ -462,6 +462,14 @@ fn spicy_screenshot_equals_our_snapshot_for_every_scene_and_lossless_compression
         ("photo", "quic"),
         ("photo", "auto_lz"),
         ("windows", "lz"),
+        // The QXL device: drawables in guest memory, the server's canvas.
+        ("qxl-desktop", "off"),
+        ("qxl-desktop", "lz"),
+        ("qxl-desktop", "glz"),
+        ("qxl-desktop", "auto_glz"),
+        ("qxl-desktop", "quic"),
+        ("qxl-text", "auto_lz"),
+        ("qxl-surface", "glz"),
     ];
     for (scene, comp) in cases {
         let size = "800x600";
@@ -516,26 +524,27 @@ fn spicy_screenshot_equals_our_snapshot_for_every_scene_and_lossless_compression
     eprintln!("{}", report.join("\n"));
 }
 
-#[test]
-fn a_client_that_watches_the_scene_move_ends_with_the_settled_screen() {
+/// A scripted client connected from the start watches `scene` (it receives every change as
+/// it happens) and must end on the scene's settled frame.
+fn watch(scene: &str, compressions: &[&str]) {
     if !real_client_available() {
         return;
     }
-    let dir = tempdir("watch");
-    for comp in ["glz", "auto_glz", "quic", "lz", "off"] {
+    let dir = tempdir(&format!("watch-{scene}"));
+    for comp in compressions {
         let size = "640x480";
-        let want = snapshot_rgb("desktop", size, &dir);
+        let want = snapshot_rgb(scene, size, &dir);
         let server = ServerProc::start(&[
             "--disable-ticketing",
             "--scene",
-            "desktop",
+            scene,
             "--size",
             size,
             "--image-compression",
             comp,
         ]);
         let shot = dir.join(format!("watch-{comp}.ppm"));
-        // Connect at once: the window is still moving; stay until well after it rests.
+        // Connect at once: the scene is still changing; stay until well after it rests.
         let plan = serde_json::json!({
             "timeout": 30, "screenshot": shot.to_str().unwrap(),
             "sessions": [{"settle": 2.5, "linger": 0.5, "steps": []}],
@@ -550,10 +559,53 @@ fn a_client_that_watches_the_scene_move_ends_with_the_settled_screen() {
             .zip(want.2.chunks_exact(3))
             .filter(|(a, b)| a != b)
             .count();
-        eprintln!("watch desktop/{comp}: {differing} pixels differ");
+        eprintln!("watch {scene}/{comp}: {differing} pixels differ");
         assert_eq!(
             differing, 0,
-            "desktop/{comp}: the client's final screen differs"
+            "{scene}/{comp}: the client's final screen differs"
         );
     }
+}
+
+#[test]
+fn a_client_that_watches_the_scene_move_ends_with_the_settled_screen() {
+    watch("desktop", &["glz", "auto_glz", "quic", "lz", "off"]);
+}
+
+/// The QXL scene reaches spice-gtk as draw messages (fills, copies with cached images and
+/// palettes, copy_bits, a composed off-screen surface): its canvas must draw them to the
+/// device's picture.
+#[test]
+fn a_client_that_watches_the_qxl_scene_ends_with_the_devices_picture() {
+    watch("qxl-desktop", &["glz", "auto_glz", "quic", "lz", "off"]);
+}
+
+/// The QXL cursor ring reaches spice-gtk: shapes (set, some from its cursor cache), moves and
+/// the hide, as the scene plays them after the client connected.
+#[test]
+fn the_qxl_cursor_reaches_spice_gtk() {
+    if !real_client_available() {
+        return;
+    }
+    let dir = tempdir("cursor");
+    let server = ServerProc::start(&[
+        "--disable-ticketing",
+        "--scene",
+        "qxl-cursor",
+        "--size",
+        "640x480",
+    ]);
+    let plan = serde_json::json!({
+        "timeout": 30,
+        "sessions": [{"settle": 2.5, "linger": 0.2, "steps": []}],
+    });
+    let (report, ok) = run_client(server.port, plan, &dir);
+    assert!(ok, "client failed: {report}");
+    let c = &report["sessions"][0]["cursor"];
+    eprintln!("cursor events in spice-gtk: {c}");
+    // The scene: a shape at 0 ms (in init, or a set if the client came later), moves every
+    // 100 ms to 600 ms, a new shape at 800 ms, a hide at 900 ms, shapes again at 1000 and
+    // 1100 ms (both from the client's cache).
+    assert!(c["set"].as_u64().unwrap_or(0) >= 3, "{c}");
+    assert!(c["hide"].as_u64().unwrap_or(0) >= 1, "{c}");
 }
