@@ -17,7 +17,12 @@
 //!   `SURFACE` image, then destroyed;
 //! - `qxl-cursor`: cursor shape changes, moves and a hide/show;
 //! - `qxl-desktop` (all of the above and an animated region that changes every frame until it
-//!   settles).
+//!   settles);
+//! - `qxl-ops`: one drawable of every other kind (opaque, blend, blackness, whiteness, invers,
+//!   rop3, strokes (a polyline, a closed path with a bezier), text glyphs, transparent, alpha_blend, composite, a fill with a
+//!   mask, with clip rectangles, with a pattern brush). Its picture is the device's commands
+//!   read back and drawn by spice-proto's reference canvas (the other scenes are painted by
+//!   the device itself), so comparing it with spice-gtk's screen checks the canvas.
 //!
 //! Every scene is at rest from [`crate::screen::SETTLE_MS`] on.
 //!
@@ -34,8 +39,9 @@ use spice_server::vdi::{GuestMemory, QxlCommandExt, QxlDevice, QxlEvent, QxlInit
 
 use crate::screen::{FRAME_MS, SETTLE_MS};
 
-pub const SCENES: [&str; 7] = [
+pub const SCENES: [&str; 8] = [
     "qxl-desktop",
+    "qxl-ops",
     "qxl-fills",
     "qxl-text",
     "qxl-photo",
@@ -109,6 +115,12 @@ enum Op {
         x: i32,
         y: i32,
     },
+    /// A drawable built by hand (qxl-ops): the drawable type, its bbox, and what goes in it.
+    Raw {
+        ty: u8,
+        bbox: QxlRect,
+        what: RawOp,
+    },
     CursorSet {
         shape: u32,
         x: i16,
@@ -119,6 +131,56 @@ enum Op {
         y: i16,
     },
     CursorHide,
+}
+
+/// The content of a [`Op::Raw`] drawable.
+#[derive(Debug, Clone, Copy)]
+enum RawOp {
+    /// Opaque: a bitmap, a solid brush, `rop`.
+    Opaque {
+        seed: u32,
+        color: u32,
+        rop: u16,
+    },
+    /// Blend (copy with a rop).
+    Blend {
+        seed: u32,
+        rop: u16,
+    },
+    MaskOnly,
+    Rop3 {
+        seed: u32,
+        color: u32,
+        code: u8,
+    },
+    /// A zigzag polyline, or (`curve`) a closed path with a bezier segment.
+    Stroke {
+        color: u32,
+        curve: bool,
+    },
+    Text {
+        fore: u32,
+        back: u32,
+    },
+    Transparent {
+        seed: u32,
+    },
+    AlphaBlend {
+        seed: u32,
+        alpha: u8,
+    },
+    Composite {
+        seed: u32,
+    },
+    FillMask {
+        color: u32,
+    },
+    FillClip {
+        color: u32,
+    },
+    FillPattern {
+        seed: u32,
+    },
 }
 
 /// One command's memory, until it is released.
@@ -148,6 +210,8 @@ pub struct FakeQxl {
     pub released: u64,
     /// The device's own picture of each surface (`0x00RRGGBB`).
     truth: BTreeMap<u32, (u32, u32, Vec<u32>)>,
+    /// For `qxl-ops`: the picture as the reference canvas draws the device's own commands.
+    canvas_truth: Option<spice_proto::canvas::Canvas>,
 }
 
 impl FakeQxl {
@@ -177,6 +241,7 @@ impl FakeQxl {
             issued: 0,
             released: 0,
             truth: BTreeMap::new(),
+            canvas_truth: (scene == "qxl-ops").then(spice_proto::canvas::Canvas::default),
         };
         d.init_rings();
         d.script = script(scene, width as i32, height as i32).into();
@@ -203,6 +268,9 @@ impl FakeQxl {
 
     /// The primary surface as the device means it, R, G, B, A rows.
     pub fn rgba(&self) -> Vec<u8> {
+        if let Some(c) = &self.canvas_truth {
+            return c.primary().map(|p| p.raster.to_rgba8()).unwrap_or_default();
+        }
         self.truth
             .get(&0)
             .map(|(_, _, px)| {
@@ -417,7 +485,11 @@ impl FakeQxl {
         self.next_release_id += 1;
         self.outstanding.insert(id, Allocation { bytes: used });
         self.issued += 1;
-        self.paint(op);
+        if self.canvas_truth.is_some() {
+            self.paint_by_canvas(&cmd);
+        } else {
+            self.paint(op);
+        }
         true
     }
 
@@ -578,7 +650,352 @@ impl FakeQxl {
                 self.cursor_cmd(id, cursor_cmd::MOVE, &u, used)
             }
             Op::CursorHide => self.cursor_cmd(id, cursor_cmd::HIDE, &[], used),
+            Op::Raw { ty, bbox, what } => self.write_raw(id, *ty, *bbox, *what, used),
         }
+    }
+
+    /// Read the command back as the server would and draw it with the reference canvas.
+    fn paint_by_canvas(&mut self, cmd: &QxlCommand) {
+        let mut r = spice_server::qxl::Reader {
+            slots: &self.slots,
+            mem: &self.ram,
+            group: 0,
+            budget: spice_server::qxl::Budget {
+                bytes: spice_server::qxl::DEFAULT_COMMAND_BYTES,
+            },
+        };
+        let parsed = spice_server::qxl::parse(&mut r, cmd, 0);
+        let (w, h) = (self.width, self.height);
+        let Some(c) = self.canvas_truth.as_mut() else {
+            return;
+        };
+        use spice_proto::display::{SurfaceFlags, SurfaceFmt};
+        use spice_proto::messages::display::SurfaceCreate;
+        use spice_proto::messages::DisplayServer as D;
+        use spice_server::qxl::Command;
+        if c.primary().is_none() {
+            let _ = c.apply(&D::SurfaceCreate(SurfaceCreate {
+                surface_id: 0,
+                width: w,
+                height: h,
+                format: SurfaceFmt::Xrgb32,
+                flags: SurfaceFlags::PRIMARY,
+            }));
+        }
+        let res = match parsed {
+            Ok(Command::Draw { msg, .. }) => c.apply(&msg),
+            Ok(Command::SurfaceCreate {
+                surface_id,
+                width,
+                height,
+                ..
+            }) => c.apply(&D::SurfaceCreate(SurfaceCreate {
+                surface_id,
+                width,
+                height,
+                format: SurfaceFmt::Xrgb32,
+                flags: SurfaceFlags::EMPTY,
+            })),
+            Ok(Command::SurfaceDestroy { surface_id, .. }) => {
+                c.apply(&D::SurfaceDestroy(surface_id))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.errors.push(format!("own command does not parse: {e}"));
+                Ok(())
+            }
+        };
+        if let Err(e) = res {
+            self.errors.push(format!("own command does not draw: {e}"));
+        }
+    }
+
+    /// The structures of a hand-built drawable; the drawable's guest address.
+    fn write_raw(
+        &mut self,
+        id: u64,
+        ty: u8,
+        bbox: QxlRect,
+        what: RawOp,
+        used: &mut u64,
+    ) -> Option<(u64, u32)> {
+        let (w, h) = (
+            (bbox.right - bbox.left) as u32,
+            (bbox.bottom - bbox.top) as u32,
+        );
+        let area = QxlRect::from_xywh(0, 0, w as i32, h as i32);
+        let put_photo = |s: &mut FakeQxl, seed: u32, alpha: bool, used: &mut u64| {
+            let px = photo(w, h, seed);
+            let data: Vec<u8> = px
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| {
+                    if alpha {
+                        // Premultiplied ARGB: alpha from a diagonal ramp.
+                        let a = ((i as u32 % w + i as u32 / w) * 255 / (w + h)).min(255);
+                        let c = |sh: u32| ((p >> sh & 0xff) * a / 255) << sh;
+                        (a << 24 | c(16) | c(8) | c(0)).to_le_bytes()
+                    } else {
+                        p.to_le_bytes()
+                    }
+                })
+                .collect();
+            let fmt = if alpha { 9 } else { 8 };
+            s.put_bitmap(fmt, w, h, w * 4, &data, None, None, used)
+        };
+        let mut clip = QxlClip::default();
+        let u: Vec<u8> = match what {
+            RawOp::Opaque { seed, color, rop } => QxlOpaque {
+                src_bitmap: put_photo(self, seed, false, used)?,
+                src_area: area,
+                brush: QxlBrush::solid(color),
+                rop_descriptor: rop,
+                scale_mode: 1,
+                mask: QxlQMask::default(),
+            }
+            .to_bytes(),
+            RawOp::Blend { seed, rop } => QxlCopy {
+                src_bitmap: put_photo(self, seed, false, used)?,
+                src_area: area,
+                rop_descriptor: rop,
+                scale_mode: 1,
+                mask: QxlQMask::default(),
+            }
+            .to_bytes(),
+            RawOp::MaskOnly => QxlMaskOnly {
+                mask: QxlQMask::default(),
+            }
+            .to_bytes(),
+            RawOp::Rop3 { seed, color, code } => QxlRop3 {
+                src_bitmap: put_photo(self, seed, false, used)?,
+                src_area: area,
+                brush: QxlBrush::solid(color),
+                rop3: code,
+                scale_mode: 1,
+                mask: QxlQMask::default(),
+            }
+            .to_bytes(),
+            RawOp::Stroke { color, curve } => {
+                let fx = |x: i32, y: i32| QxlPointFix {
+                    x: x << 4,
+                    y: y << 4,
+                };
+                let (l, t, r, b) = (bbox.left + 4, bbox.top + 4, bbox.right - 5, bbox.bottom - 5);
+                let mut segs = Vec::new();
+                if curve {
+                    // Begin at the left, a bezier over the top to the right, then straight
+                    // back along the bottom, closed.
+                    segs.extend(QxlPathSeg { flags: 1, count: 1 }.to_bytes());
+                    segs.extend(fx(l, b).to_bytes());
+                    segs.extend(
+                        QxlPathSeg {
+                            flags: 16,
+                            count: 3,
+                        }
+                        .to_bytes(),
+                    );
+                    for p in [fx(l + 10, t), fx(r - 10, t), fx(r, b)] {
+                        segs.extend(p.to_bytes());
+                    }
+                    segs.extend(
+                        QxlPathSeg {
+                            flags: 2 | 8,
+                            count: 1,
+                        }
+                        .to_bytes(),
+                    );
+                    segs.extend(fx((l + r) / 2, b - 8).to_bytes());
+                } else {
+                    // A zigzag polyline.
+                    segs.extend(
+                        QxlPathSeg {
+                            flags: 1 | 2,
+                            count: 6,
+                        }
+                        .to_bytes(),
+                    );
+                    for i in 0..6 {
+                        let y = if i % 2 == 0 { t } else { b };
+                        segs.extend(fx(l + i * (r - l) / 5, y).to_bytes());
+                    }
+                }
+                let mut path = QxlPath {
+                    data_size: segs.len() as u32,
+                }
+                .to_bytes();
+                path.extend(
+                    QxlDataChunk {
+                        data_size: segs.len() as u32,
+                        prev_chunk: 0,
+                        next_chunk: 0,
+                    }
+                    .to_bytes(),
+                );
+                path.extend(segs);
+                QxlStroke {
+                    path: self.put(&path, used)?,
+                    attr: QxlLineAttr::default(),
+                    brush: QxlBrush::solid(color),
+                    fore_mode: 1 << 3,
+                    back_mode: 1 << 3,
+                }
+                .to_bytes()
+            }
+            RawOp::Text { fore, back } => {
+                // A row of 8x12 A1 glyphs (rows stored bottom-up, MSB first).
+                let n = (w / 9).min(12) as u16;
+                let mut glyphs = Vec::new();
+                for i in 0..n {
+                    glyphs.extend(
+                        QxlRasterGlyph {
+                            render_pos: QxlPoint {
+                                x: bbox.left + 2 + i as i32 * 9,
+                                y: bbox.top + 14,
+                            },
+                            glyph_origin: QxlPoint { x: 0, y: -12 },
+                            width: 8,
+                            height: 12,
+                        }
+                        .to_bytes(),
+                    );
+                    let bits = text_bits(8, 12, 100 + i as u32);
+                    glyphs.extend(bits.iter().rev());
+                }
+                let mut st = QxlString {
+                    data_size: glyphs.len() as u32,
+                    length: n,
+                    flags: 1,
+                }
+                .to_bytes();
+                st.extend(
+                    QxlDataChunk {
+                        data_size: glyphs.len() as u32,
+                        prev_chunk: 0,
+                        next_chunk: 0,
+                    }
+                    .to_bytes(),
+                );
+                st.extend(glyphs);
+                QxlText {
+                    str_: self.put(&st, used)?,
+                    back_area: bbox,
+                    fore_brush: QxlBrush::solid(fore),
+                    back_brush: QxlBrush::solid(back),
+                    fore_mode: 1 << 3,
+                    back_mode: 1 << 3,
+                }
+                .to_bytes()
+            }
+            RawOp::Transparent { seed } => {
+                // The photo with a key colour painted in stripes.
+                let data: Vec<u8> = photo(w, h, seed)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| {
+                        if (i as u32 % w) / 6 % 2 == 0 {
+                            0x00ff_00ff
+                        } else {
+                            p
+                        }
+                    })
+                    .flat_map(|p: u32| p.to_le_bytes())
+                    .collect();
+                QxlTransparent {
+                    src_bitmap: self.put_bitmap(8, w, h, w * 4, &data, None, None, used)?,
+                    src_area: area,
+                    src_color: 0x00ff_00ff,
+                    true_color: 0x00ff_00ff,
+                }
+                .to_bytes()
+            }
+            RawOp::AlphaBlend { seed, alpha } => QxlAlphaBlend {
+                alpha_flags: 0,
+                alpha,
+                src_bitmap: put_photo(self, seed, true, used)?,
+                src_area: area,
+            }
+            .to_bytes(),
+            RawOp::Composite { seed } => QxlComposite {
+                flags: 3, // OVER, nearest, no repeat
+                src: put_photo(self, seed, true, used)?,
+                src_transform: 0,
+                mask: 0,
+                mask_transform: 0,
+                src_origin: QxlPoint16 { x: 0, y: 0 },
+                mask_origin: QxlPoint16 { x: 0, y: 0 },
+            }
+            .to_bytes(),
+            RawOp::FillMask { color } => {
+                let bits = text_bits(w, h, 77);
+                let stride = w.div_ceil(8);
+                let mask = self.put_bitmap(2, w, h, stride, &bits, None, None, used)?;
+                QxlFill {
+                    brush: QxlBrush::solid(color),
+                    rop_descriptor: 1 << 3,
+                    mask: QxlQMask {
+                        flags: 0,
+                        pos: QxlPoint { x: 0, y: 0 },
+                        bitmap: mask,
+                    },
+                }
+                .to_bytes()
+            }
+            RawOp::FillClip { color } => {
+                let mut b = QxlClipRects { num_rects: 4 }.to_bytes();
+                b.extend(
+                    QxlDataChunk {
+                        data_size: 64,
+                        prev_chunk: 0,
+                        next_chunk: 0,
+                    }
+                    .to_bytes(),
+                );
+                for i in 0..4 {
+                    let r = QxlRect::from_xywh(
+                        bbox.left + i * (w as i32 / 4),
+                        bbox.top + i * (h as i32 / 4),
+                        w as i32 / 4,
+                        h as i32 / 4,
+                    );
+                    b.extend(r.to_bytes());
+                }
+                clip = QxlClip {
+                    clip_type: 1,
+                    data: self.put(&b, used)?,
+                };
+                QxlFill {
+                    brush: QxlBrush::solid(color),
+                    rop_descriptor: 1 << 3,
+                    mask: QxlQMask::default(),
+                }
+                .to_bytes()
+            }
+            RawOp::FillPattern { seed } => {
+                let data: Vec<u8> = photo(8, 8, seed)
+                    .iter()
+                    .flat_map(|p| p.to_le_bytes())
+                    .collect();
+                let pat = self.put_bitmap(8, 8, 8, 32, &data, None, None, used)?;
+                QxlFill {
+                    brush: QxlBrush {
+                        brush_type: 2,
+                        u: Raw::from_slice(
+                            &QxlPattern {
+                                pat,
+                                pos: QxlPoint { x: 3, y: 5 },
+                            }
+                            .to_bytes(),
+                        ),
+                    },
+                    rop_descriptor: 1 << 3,
+                    mask: QxlQMask::default(),
+                }
+                .to_bytes()
+            }
+        };
+        let mut d = QxlDrawable::read(&self.drawable(id, 0, ty, bbox, &u))?;
+        d.clip = clip;
+        self.put(&d.to_bytes(), used).map(|a| (a, qxl::cmd::DRAW))
     }
 
     fn cursor_cmd(&mut self, id: u64, ty: u8, u: &[u8], used: &mut u64) -> Option<(u64, u32)> {
@@ -715,7 +1132,7 @@ impl FakeQxl {
                     }
                 }
             }
-            Op::CursorSet { .. } | Op::CursorMove { .. } | Op::CursorHide => {}
+            Op::CursorSet { .. } | Op::CursorMove { .. } | Op::CursorHide | Op::Raw { .. } => {}
         }
     }
 }
@@ -1083,6 +1500,83 @@ fn script(scene: &str, w: i32, h: i32) -> Vec<(u64, Op)> {
             },
         ));
     }
+    if scene == "qxl-ops" {
+        // A grid of cells, one drawable kind each, on two background colours for the rops.
+        let (cw, ch) = ((w - 20) / 4, (h - 20) / 4);
+        let cell =
+            |i: i32| QxlRect::from_xywh(10 + (i % 4) * cw, 10 + (i / 4) * ch, cw - 6, ch - 6);
+        for i in 0..16 {
+            let r = cell(i);
+            let color = if i % 2 == 0 { 0x0080_8080 } else { 0x00c0_a060 };
+            let (rw, rh) = (r.right - r.left, r.bottom - r.top);
+            v.push((0, fill(0, r.left, r.top, rw, rh, color)));
+        }
+        let ops: [(u8, RawOp); 15] = [
+            (
+                qxl::draw::OPAQUE,
+                RawOp::Opaque {
+                    seed: 1,
+                    color: 0x0000_ff00,
+                    rop: 1 << 5,
+                },
+            ),
+            (
+                qxl::draw::BLEND,
+                RawOp::Blend {
+                    seed: 2,
+                    rop: 1 << 6,
+                },
+            ),
+            (qxl::draw::BLACKNESS, RawOp::MaskOnly),
+            (qxl::draw::WHITENESS, RawOp::MaskOnly),
+            (qxl::draw::INVERS, RawOp::MaskOnly),
+            (
+                qxl::draw::ROP3,
+                RawOp::Rop3 {
+                    seed: 3,
+                    color: 0x0033_66cc,
+                    code: 0xb8,
+                },
+            ),
+            (
+                qxl::draw::STROKE,
+                RawOp::Stroke {
+                    color: 0x00ff_ff00,
+                    curve: false,
+                },
+            ),
+            (
+                qxl::draw::STROKE,
+                RawOp::Stroke {
+                    color: 0x0000_ffff,
+                    curve: true,
+                },
+            ),
+            (
+                qxl::draw::TEXT,
+                RawOp::Text {
+                    fore: 0x0000_0000,
+                    back: 0x00ff_ffe0,
+                },
+            ),
+            (qxl::draw::TRANSPARENT, RawOp::Transparent { seed: 4 }),
+            (
+                qxl::draw::ALPHA_BLEND,
+                RawOp::AlphaBlend {
+                    seed: 5,
+                    alpha: 0xc0,
+                },
+            ),
+            (qxl::draw::COMPOSITE, RawOp::Composite { seed: 6 }),
+            (qxl::draw::FILL, RawOp::FillMask { color: 0x00ff_2020 }),
+            (qxl::draw::FILL, RawOp::FillClip { color: 0x0020_20ff }),
+            (qxl::draw::FILL, RawOp::FillPattern { seed: 7 }),
+        ];
+        for (i, (ty, what)) in ops.into_iter().enumerate() {
+            let bbox = cell(i as i32);
+            v.push((100 + i as u64 * 60, Op::Raw { ty, bbox, what }));
+        }
+    }
     if all {
         // An animated region: a bar that changes every frame until the scene settles.
         let (bx, by) = (w - 120, h - 24);
@@ -1115,6 +1609,9 @@ mod tests {
             assert_eq!(a, later, "{s} changes after settling");
         }
         assert!(FakeQxl::new("nope", 320, 240).is_none());
+        let mut d = FakeQxl::new("qxl-ops", 320, 240).unwrap();
+        d.play_to(SETTLE_MS);
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
     }
 
     #[test]

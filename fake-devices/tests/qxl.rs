@@ -150,7 +150,10 @@ impl Viewer {
 }
 
 fn run(compression: ImageCompression) {
-    let scene = "qxl-desktop";
+    run_scene("qxl-desktop", compression)
+}
+
+fn run_scene(scene: &str, compression: ImageCompression) {
     let mut s = server(compression, scene);
     s.handle_timeout(0);
     let mut early = connect(&mut s, 0);
@@ -190,6 +193,9 @@ fn run(compression: ImageCompression) {
             .filter(|(a, b)| a[..3] != b[..3])
             .count();
         assert_eq!(differ, 0, "{compression:?} {who}: pixels differ");
+    }
+    if scene != "qxl-desktop" {
+        return;
     }
     // The early client got the drawables themselves.
     let n = |name: &str| early.display.names.get(name).copied().unwrap_or(0);
@@ -248,4 +254,10 @@ fn qxl_scene_auto_glz() {
 #[test]
 fn qxl_scene_quic() {
     run(ImageCompression::Quic);
+}
+
+#[test]
+fn qxl_every_drawable_kind() {
+    run_scene("qxl-ops", ImageCompression::Off);
+    run_scene("qxl-ops", ImageCompression::AutoGlz);
 }

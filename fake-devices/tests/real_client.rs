@@ -470,6 +470,7 @@ fn spicy_screenshot_equals_our_snapshot_for_every_scene_and_lossless_compression
         ("qxl-desktop", "quic"),
         ("qxl-text", "auto_lz"),
         ("qxl-surface", "glz"),
+        ("qxl-ops", "off"),
     ];
     for (scene, comp) in cases {
         let size = "800x600";
@@ -560,6 +561,7 @@ fn watch(scene: &str, compressions: &[&str]) {
             .filter(|(a, b)| a != b)
             .count();
         eprintln!("watch {scene}/{comp}: {differing} pixels differ");
+
         assert_eq!(
             differing, 0,
             "{scene}/{comp}: the client's final screen differs"
@@ -578,6 +580,14 @@ fn a_client_that_watches_the_scene_move_ends_with_the_settled_screen() {
 #[test]
 fn a_client_that_watches_the_qxl_scene_ends_with_the_devices_picture() {
     watch("qxl-desktop", &["glz", "auto_glz", "quic", "lz", "off"]);
+}
+
+/// Every kind of drawable (opaque, blend, blackness, whiteness, invers, rop3, strokes, text,
+/// transparent, alpha_blend, composite, masked, clipped and patterned fills) sent as draw
+/// messages: spice-gtk's canvas draws them as spice-proto's reference canvas does.
+#[test]
+fn spice_gtk_draws_every_drawable_kind_as_our_canvas() {
+    watch("qxl-ops", &["off", "glz"]);
 }
 
 /// The QXL cursor ring reaches spice-gtk: shapes (set, some from its cursor cache), moves and

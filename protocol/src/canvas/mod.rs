@@ -10,8 +10,11 @@
 //! Where spice-gtk leans on pixman for resampling (scaled copies with the `interpolate` mode,
 //! stream frames scaled to their destination, composite transforms), this canvas samples
 //! bilinearly or by nearest pixel with pixman's coordinates, but not its exact filter
-//! weights; unscaled draws, fills, rops, masks, text and blending are pixel-exact. Zero-width
-//! strokes follow Bresenham, not X's `miZeroLine` tie-breaking.
+//! weights; unscaled draws, fills, rops, masks, text and blending are pixel-exact (checked
+//! against spice-gtk by `fake-devices/tests/real_client.rs`, scene `qxl-ops`). Zero-width
+//! strokes step as X's `miZeroLine` does (spice-gtk draws them with it); dashed strokes are
+//! stepped the same way, where X draws them as 1-pixel-wide polygons (`miWideDash`), so dash
+//! ends may differ by a pixel.
 //!
 //! Hostile input: [`Canvas::apply`] never panics; a draw it cannot do returns a
 //! [`CanvasError`] and leaves the surfaces as they were before that draw or partly drawn, never
@@ -1075,28 +1078,61 @@ fn subdivide_bezier(out: &mut Vec<(i64, i64)>, p: [(i64, i64); 4], depth: u32, b
     subdivide_bezier(out, [p0123, p123, p23, d], depth + 1, budget);
 }
 
-/// The pixels of a zero-width line from `a` towards `b`, `b` itself excluded (CapNotLast).
+/// The pixels of a zero-width line from `a` towards `b`, `b` itself excluded (CapNotLast),
+/// as X's `miZeroLine` (which spice-gtk's canvas uses) steps them: Bresenham with the error
+/// term biased per octant (`DEFAULTZEROLINEBIAS`: octants 2 to 5 prefer the axial step on a
+/// tie).
 fn bresenham(a: (i64, i64), b: (i64, i64), mut f: impl FnMut(i64, i64)) {
+    const XDECREASING: u32 = 4;
+    const YDECREASING: u32 = 2;
+    const YMAJOR: u32 = 1;
+    // OCTANT2 | OCTANT3 | OCTANT4 | OCTANT5.
+    const BIAS: u32 = (1 << (YDECREASING | YMAJOR))
+        | (1 << (XDECREASING | YDECREASING | YMAJOR))
+        | (1 << (XDECREASING | YDECREASING))
+        | (1 << XDECREASING);
+    let (mut octant, mut sx, mut sy) = (0u32, 1i64, 1i64);
+    let mut adx = b.0 - a.0;
+    if adx < 0 {
+        adx = -adx;
+        sx = -1;
+        octant |= XDECREASING;
+    }
+    let mut ady = b.1 - a.1;
+    if ady < 0 {
+        ady = -ady;
+        sy = -1;
+        octant |= YDECREASING;
+    }
     let (mut x, mut y) = a;
-    let dx = (b.0 - a.0).abs();
-    let dy = -(b.1 - a.1).abs();
-    let sx = if a.0 < b.0 { 1 } else { -1 };
-    let sy = if a.1 < b.1 { 1 } else { -1 };
-    let mut err = dx + dy;
     // Bounded: a hostile path cannot make this loop longer than the line.
-    let mut n = dx.max(-dy).min(1 << 16);
-    while (x, y) != b && n > 0 {
+    let x_major = adx > ady;
+    let (major, minor) = if x_major { (adx, ady) } else { (ady, adx) };
+    if !x_major {
+        octant |= YMAJOR;
+    }
+    let e1 = minor << 1;
+    let e2 = e1 - (major << 1);
+    let mut e = e1 - major;
+    e -= ((BIAS >> octant) & 1) as i64;
+    let e3 = e2 - e1;
+    e -= e1;
+    for _ in 0..major.min(1 << 16) {
         f(x, y);
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
+        e += e1;
+        if x_major {
+            if e >= 0 {
+                y += sy;
+                e += e3;
+            }
             x += sx;
-        }
-        if e2 <= dx {
-            err += dx;
+        } else {
+            if e >= 0 {
+                x += sx;
+                e += e3;
+            }
             y += sy;
         }
-        n -= 1;
     }
 }
 
