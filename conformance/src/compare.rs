@@ -544,3 +544,33 @@ pub fn compare_events(v: &mut ChannelVerdict, expected: &[InputEvent], got: &[Re
         );
     }
 }
+
+/// Judge the final screens of a session's display channel: our server's display messages must
+/// all be drawable by the reference canvas and give a primary surface of the reference's size.
+/// The pictures themselves are not compared: the replay's fake screen does not show what the
+/// captured guest showed (both are in the HTML report, side by side).
+pub fn judge_screens(v: &mut ChannelVerdict, s: &crate::Screens) {
+    if !s.our_errors.is_empty() {
+        v.add(
+            Status::Fails,
+            format!(
+                "the reference canvas cannot draw our display messages: {}",
+                s.our_errors.join("; ")
+            ),
+        );
+    }
+    match (&s.reference, &s.ours) {
+        (Some(_), None) => v.add(
+            Status::Fails,
+            "our display messages never make a primary surface",
+        ),
+        (Some(r), Some(o)) if (r.width, r.height) != (o.width, o.height) => v.add(
+            Status::Differs,
+            format!(
+                "final screen {}x{}, the reference's {}x{}",
+                o.width, o.height, r.width, r.height
+            ),
+        ),
+        _ => {}
+    }
+}

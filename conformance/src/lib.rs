@@ -76,6 +76,20 @@ pub struct CaptureReport {
     pub sessions: Vec<Vec<ChannelVerdict>>,
     /// Why nothing could be replayed, if so.
     pub error: Option<String>,
+    /// The final primary surface of the last session with a display channel, drawn by the
+    /// reference canvas from the captured server's messages and from ours.
+    #[serde(skip)]
+    pub screens: Option<Screens>,
+}
+
+/// The reference's and our final screens of one session.
+#[derive(Debug, Clone)]
+pub struct Screens {
+    pub session: usize,
+    pub reference: Option<spice_proto::canvas::Raster>,
+    pub ours: Option<spice_proto::canvas::Raster>,
+    /// Messages of our display stream the canvas could not draw (first few).
+    pub our_errors: Vec<String>,
 }
 
 impl CaptureReport {
@@ -119,6 +133,7 @@ pub fn run_capture(path: &Path, opts: &RunOptions) -> CaptureReport {
                 path: path.into(),
                 sessions: vec![],
                 error: Some(format!("cannot read the capture: {e}")),
+                screens: None,
             }
         }
     };
@@ -134,8 +149,13 @@ pub fn run_capture(path: &Path, opts: &RunOptions) -> CaptureReport {
         .map(|(_, c)| c.link.mess_at.ts.as_f64())
         .fold(f64::INFINITY, f64::min);
     let mut sessions = Vec::new();
-    for s in &t.sessions {
+    let shown = spice_captures::frames::display_sessions(&t).last().copied();
+    let mut screens = None;
+    for (index, s) in t.sessions.iter().enumerate() {
         let rep = replay::replay_session(s, t0, &ropts);
+        if Some(index) == shown {
+            screens = Some(render_screens(&t, index, &rep));
+        }
         let main = s
             .channels
             .iter()
@@ -146,6 +166,13 @@ pub fn run_capture(path: &Path, opts: &RunOptions) -> CaptureReport {
         let mut verdicts = Vec::new();
         for (captured, ours) in s.channels.iter().zip(&rep.channels) {
             let mut v = compare::compare_channel(captured, ours);
+            if captured.channel_type == spice_proto::messages::ChannelType::Display
+                && Some(index) == shown
+            {
+                if let Some(sc) = &screens {
+                    compare::judge_screens(&mut v, sc);
+                }
+            }
             if captured.channel_type == spice_proto::messages::ChannelType::Inputs
                 && ours.result == Some(spice_proto::link::LinkError::Ok)
             {
@@ -161,6 +188,41 @@ pub fn run_capture(path: &Path, opts: &RunOptions) -> CaptureReport {
         path: path.into(),
         sessions,
         error: None,
+        screens,
+    }
+}
+
+/// Draw the final screens of session `index`: the captured server's display messages and our
+/// replay's, each through the reference canvas.
+fn render_screens(
+    t: &spice_captures::Transcript,
+    index: usize,
+    rep: &replay::SessionReplay,
+) -> Screens {
+    let reference = spice_captures::frames::render(t, Some(index))
+        .ok()
+        .and_then(|r| r.primary);
+    let mut canvas = spice_proto::canvas::Canvas::default();
+    let mut our_errors = Vec::new();
+    let display = rep
+        .channels
+        .iter()
+        .filter(|c| c.channel_type == spice_proto::messages::ChannelType::Display)
+        .min_by_key(|c| c.channel_id);
+    for r in display.map(|c| c.replies.as_slice()).unwrap_or_default() {
+        if let Ok(spice_proto::AnyMessage::DisplayServer(m)) = &r.decoded {
+            if let Err(e) = canvas.apply(m) {
+                if our_errors.len() < 8 {
+                    our_errors.push(format!("{}: {e}", r.name));
+                }
+            }
+        }
+    }
+    Screens {
+        session: index,
+        reference,
+        ours: canvas.primary().map(|s| s.raster.clone()),
+        our_errors,
     }
 }
 

@@ -17,12 +17,11 @@ fn corpus_replies_match_their_snapshots_and_nothing_fails() {
         insta::with_settings!({snapshot_suffix => "", prepend_module_to_snapshot => true}, {
             insta::assert_snapshot!(name.clone(), snapshot_text(&r));
         });
-        // Display and cursor replay against the fake QXL device, which is being built; until
-        // then they are judged in the snapshots only.
-        for v in r
-            .verdicts()
-            .filter(|v| !v.channel.starts_with("display") && !v.channel.starts_with("cursor"))
-        {
+        // Both final screens are drawn (for the HTML report), ours without a canvas error.
+        let sc = r.screens.as_ref().expect("a session with a display channel");
+        assert!(sc.reference.is_some() && sc.ours.is_some(), "{name}: screens");
+        assert!(sc.our_errors.is_empty(), "{name}: {:?}", sc.our_errors);
+        for v in r.verdicts() {
             if v.status == Status::Fails {
                 failing.push(format!("{name} {}: {:?}", v.channel, v.findings));
             }

@@ -2,7 +2,9 @@
 //! server, print the capture × channel table, write the reports.
 //!
 //! `conformance` runs the bundled corpus (captures/corpus), writes
-//! `target/conformance/{report.md,report.html,junit.xml}`, checks each capture's normalised
+//! `target/conformance/{report.md,report.html,junit.xml}` and, per capture, the final screen
+//! drawn from the reference's and from our display messages (`frames/NAME-reference.png`,
+//! `frames/NAME-ours.png`, side by side in the HTML page), checks each capture's normalised
 //! replies against its golden snapshot (conformance/tests/snapshots), and exits 1 if any
 //! channel fails or any snapshot changed (review with `cargo insta review` after
 //! `cargo test -p spice-conformance`). `replay` does the same for one capture a user brings
@@ -41,8 +43,33 @@ pub struct ReplayArgs {
     out: Option<PathBuf>,
 }
 
-fn frames(_capture: &str) -> Option<(String, String)> {
-    None
+/// Write each capture's reference and our final screens as PNG under `out/frames/`; the
+/// capture names that have both.
+fn write_frames(
+    reports: &[CaptureReport],
+    out: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let dir = out.join("frames");
+    std::fs::create_dir_all(&dir)?;
+    let mut written = std::collections::BTreeSet::new();
+    for r in reports {
+        let Some(sc) = &r.screens else { continue };
+        let (Some(reference), Some(ours)) = (&sc.reference, &sc.ours) else {
+            continue;
+        };
+        for (which, raster) in [("reference", reference), ("ours", ours)] {
+            let path = dir.join(format!("{}-{which}.png", r.capture));
+            spice_captures::frames::write_png(
+                &path,
+                raster.width,
+                raster.height,
+                &raster.to_rgba8(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        written.insert(r.capture.clone());
+    }
+    Ok(written)
 }
 
 fn finish(
@@ -50,6 +77,15 @@ fn finish(
     out: &std::path::Path,
 ) -> anyhow::Result<(usize, usize, usize)> {
     print!("{}", report::table(reports));
+    let written = write_frames(reports, out)?;
+    let frames = |capture: &str| {
+        written.contains(capture).then(|| {
+            (
+                format!("frames/{capture}-reference.png"),
+                format!("frames/{capture}-ours.png"),
+            )
+        })
+    };
     report::write_all(out, reports, &frames)?;
     let (p, d, f) = report::totals(reports);
     println!(
