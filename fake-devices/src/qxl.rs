@@ -183,6 +183,21 @@ enum RawOp {
     },
 }
 
+/// What a device has seen of its commands' lives, shared with whoever audits it (the
+/// simulator keeps a handle while the server owns the device).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    pub issued: u64,
+    pub released: u64,
+    /// Issued and not released yet.
+    pub outstanding: u64,
+    /// Releases of ids that were not outstanding (a double or made-up release).
+    pub errors: Vec<String>,
+    /// Monitor sizes clients asked for (`client_monitors_config`), first monitor, in order.
+    /// The fake guest notes them and keeps its mode.
+    pub monitor_requests: Vec<(u32, u32)>,
+}
+
 /// One command's memory, until it is released.
 #[derive(Debug, Clone, Copy)]
 struct Allocation {
@@ -212,6 +227,7 @@ pub struct FakeQxl {
     truth: BTreeMap<u32, (u32, u32, Vec<u32>)>,
     /// For `qxl-ops`: the picture as the reference canvas draws the device's own commands.
     canvas_truth: Option<spice_proto::canvas::Canvas>,
+    audit: std::rc::Rc<std::cell::RefCell<Audit>>,
 }
 
 impl FakeQxl {
@@ -242,10 +258,24 @@ impl FakeQxl {
             released: 0,
             truth: BTreeMap::new(),
             canvas_truth: (scene == "qxl-ops").then(spice_proto::canvas::Canvas::default),
+            audit: Default::default(),
         };
         d.init_rings();
         d.script = script(scene, width as i32, height as i32).into();
         Some(d)
+    }
+
+    /// A handle on the device's [`Audit`], updated as commands are issued and released.
+    pub fn audit(&self) -> std::rc::Rc<std::cell::RefCell<Audit>> {
+        self.audit.clone()
+    }
+
+    fn update_audit(&self) {
+        let mut a = self.audit.borrow_mut();
+        a.issued = self.issued;
+        a.released = self.released;
+        a.outstanding = self.outstanding.len() as u64;
+        a.errors.clone_from(&self.errors);
     }
 
     pub fn scene(&self) -> &str {
@@ -1191,6 +1221,7 @@ impl QxlDevice for FakeQxl {
             }
             self.script.pop_front();
         }
+        self.update_audit();
         std::mem::take(&mut self.events)
     }
 
@@ -1213,6 +1244,33 @@ impl QxlDevice for FakeQxl {
     }
 
     fn release(&mut self, id: u64, group_id: u32) {
+        self.release_inner(id, group_id);
+        self.update_audit();
+    }
+
+    fn client_monitors_config(&mut self, monitors: &[spice_server::vdi::ClientMonitor]) -> bool {
+        if let Some(m) = monitors.first() {
+            self.audit
+                .borrow_mut()
+                .monitor_requests
+                .push((m.width, m.height));
+        }
+        true
+    }
+
+    fn next_wakeup(&self) -> Option<u64> {
+        if !self.started {
+            return Some(0);
+        }
+        if self.ring_len(CMD_RING) > 0 || self.ring_len(CURSOR_RING) > 0 {
+            return Some(self.now_ms);
+        }
+        self.script.front().map(|(t, _)| (*t).max(self.now_ms + 1))
+    }
+}
+
+impl FakeQxl {
+    fn release_inner(&mut self, id: u64, group_id: u32) {
         if group_id != 0 || !self.outstanding.contains_key(&id) {
             self.errors.push(format!(
                 "release of {id} (group {group_id}): not outstanding"
@@ -1232,18 +1290,6 @@ impl QxlDevice for FakeQxl {
         }
     }
 
-    fn next_wakeup(&self) -> Option<u64> {
-        if !self.started {
-            return Some(0);
-        }
-        if self.ring_len(CMD_RING) > 0 || self.ring_len(CURSOR_RING) > 0 {
-            return Some(self.now_ms);
-        }
-        self.script.front().map(|(t, _)| (*t).max(self.now_ms + 1))
-    }
-}
-
-impl FakeQxl {
     fn free(&mut self, id: u64) {
         if self.outstanding.remove(&id).is_some() {
             self.released += 1;

@@ -261,3 +261,43 @@ fn qxl_every_drawable_kind() {
     run_scene("qxl-ops", ImageCompression::Off);
     run_scene("qxl-ops", ImageCompression::AutoGlz);
 }
+
+#[test]
+fn client_monitor_requests_reach_the_qxl_device() {
+    use spice_proto::agent::{
+        AgentBody, MonConfig, Monitors, MonitorsConfig, MonitorsConfigFlags, VdAgentMessage,
+    };
+    use spice_proto::messages::MainClient;
+    let mut s = Server::new(Config {
+        ticketing: Ticketing::Password {
+            password: "pw".into(),
+            expires_at_ms: None,
+        },
+        fresh_key_per_link: false,
+        seed: 7,
+        ..Config::default()
+    });
+    s.set_link_key(spice_server::testing::fixed_key());
+    let dev = FakeQxl::new("qxl-fills", 320, 240).unwrap();
+    let audit = dev.audit();
+    s.display().set_qxl(Box::new(dev));
+    s.handle_timeout(0);
+    let (main, _) = link(&mut s, ChannelType::Main, 0, "pw", 0).unwrap();
+    let body = AgentBody::MonitorsConfig(MonitorsConfig {
+        flags: MonitorsConfigFlags::EMPTY,
+        monitors: Monitors::Plain(vec![MonConfig {
+            height: 600,
+            width: 800,
+            depth: 32,
+            x: 0,
+            y: 0,
+        }]),
+    });
+    for chunk in VdAgentMessage::from_body(&body).to_agent_data() {
+        let m = MainClient::AgentData(spice_proto::wire::Bytes(chunk));
+        let mut b = Vec::new();
+        frame(HeaderKind::Mini, 0, m.msg_type(), &m.to_body(), &mut b);
+        s.handle_bytes(main.conn, &b, 10);
+    }
+    assert_eq!(audit.borrow().monitor_requests, [(800, 600)]);
+}

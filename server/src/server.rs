@@ -84,16 +84,19 @@ pub enum Breakage {
     NoMark,
     /// The cursor channel never sends `init`.
     NoCursorInit,
+    /// The QXL display never gives back the 10th command it takes (a leaked release).
+    DropRelease,
 }
 
 impl Breakage {
-    pub const ALL: [Breakage; 6] = [
+    pub const ALL: [Breakage; 7] = [
         Breakage::DropKey,
         Breakage::ReorderInputs,
         Breakage::WrongCaps,
         Breakage::WrongMouseMode,
         Breakage::NoMark,
         Breakage::NoCursorInit,
+        Breakage::DropRelease,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +107,7 @@ impl Breakage {
             Breakage::WrongMouseMode => "wrong-mouse-mode",
             Breakage::NoMark => "no-mark",
             Breakage::NoCursorInit => "no-cursor-init",
+            Breakage::DropRelease => "drop-release",
         }
     }
 }
@@ -237,7 +241,10 @@ impl Server {
         let rng = ChaCha20Rng::seed_from_u64(cfg.seed);
         Server {
             shared: Shared {
-                display: crate::display::Display::new(cfg.image_compression),
+                display: crate::display::Display::new(
+                    cfg.image_compression,
+                    cfg.breakage == Some(Breakage::DropRelease),
+                ),
                 cfg,
                 keyboard: None,
                 mouse: None,

@@ -150,4 +150,19 @@ pub trait QxlDevice {
     fn release(&mut self, id: u64, group_id: u32);
     /// When the device will next have something to do, if it knows.
     fn next_wakeup(&self) -> Option<u64>;
+    /// A client asked for these monitors (`client_monitors_config`); the guest may follow.
+    /// Returns whether the device took the request (the default: no).
+    fn client_monitors_config(&mut self, _monitors: &[ClientMonitor]) -> bool {
+        false
+    }
+}
+
+/// One monitor a client asks for (`VDAgentMonConfig`, from the client's agent messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientMonitor {
+    pub id: u32,
+    pub x: i32,
+    pub y: i32,
+    pub width: u32,
+    pub height: u32,
 }

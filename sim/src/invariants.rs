@@ -59,6 +59,17 @@ fn as_input(r: &Record, clients: u32) -> Option<(u32, Input)> {
             let k = x / 1000;
             (k < clients).then_some((k, Input::Position { x: *x, y: *y }))
         }
+        // A press in client mouse mode: the tablet's wheel(0) with the new button state, one
+        // bit set, which names the client (see `plan::Input::Click`).
+        (Device::Tablet, InputEvent::Wheel { dz: 0, buttons }) if buttons.count_ones() == 1 => {
+            let k = buttons.trailing_zeros();
+            (k < clients.min(3)).then_some((
+                k,
+                Input::Click {
+                    button: k as u8 + 1,
+                },
+            ))
+        }
         _ => None,
     }
 }
@@ -80,6 +91,17 @@ pub fn check(
             .filter(|(c, _)| *c == k)
             .map(|(_, i)| i)
             .collect();
+        // Resize requests go another way (main, to the display device): see check_resizes.
+        let sent: Vec<Input> = rep
+            .sent
+            .iter()
+            .copied()
+            .filter(|i| !matches!(i, Input::Resize { .. }))
+            .collect();
+        let rep = &ClientReport {
+            sent,
+            ..rep.clone()
+        };
         if !is_subsequence(&got, &rep.sent) {
             v.push(format!(
                 "client {k}: the devices got inputs it did not send, or out of order: got {} events {:?}, sent {} {:?}",
@@ -136,6 +158,62 @@ fn head(v: &[Input]) -> Vec<Input> {
 fn is_subsequence(a: &[Input], b: &[Input]) -> bool {
     let mut it = b.iter();
     a.iter().all(|x| it.any(|y| y == x))
+}
+
+
+/// The QXL device's commands: each released exactly once, none left unreleased once the run is
+/// quiet.
+pub fn check_releases(a: &spice_fake_devices::qxl::Audit) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in a.errors.iter().take(3) {
+        v.push(format!("QXL: {e}"));
+    }
+    if a.outstanding > 0 {
+        v.push(format!(
+            "QXL: {} of {} commands never released ({} released)",
+            a.outstanding, a.issued, a.released
+        ));
+    }
+    v
+}
+
+/// Client monitor requests: each client's reach the QXL device once each and in order (all of
+/// them for a client no fault of its own could cut off).
+pub fn check_resizes(
+    opts: &Options,
+    plans: &[ClientPlan],
+    reports: &[ClientReport],
+    a: &spice_fake_devices::qxl::Audit,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    for (plan, rep) in plans.iter().zip(reports) {
+        let k = plan.index;
+        let got: Vec<Input> = a
+            .monitor_requests
+            .iter()
+            .filter(|(w, _)| w.checked_sub(400).map(|d| d / 10) == Some(k) && k < opts.clients)
+            .map(|&(width, height)| Input::Resize { width, height })
+            .collect();
+        let sent: Vec<Input> = rep
+            .sent
+            .iter()
+            .copied()
+            .filter(|i| matches!(i, Input::Resize { .. }))
+            .collect();
+        if !is_subsequence(&got, &sent) {
+            v.push(format!(
+                "client {k}: the display device got monitor requests it did not send, or out of order: got {got:?}, sent {sent:?}"
+            ));
+        } else if plan.lossless() && rep.clean && got != sent {
+            v.push(format!(
+                "client {k}: {} of {} monitor requests reached the display device (device saw {:?})",
+                got.len(),
+                sent.len(),
+                a.monitor_requests
+            ));
+        }
+    }
+    v
 }
 
 #[cfg(test)]

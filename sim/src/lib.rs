@@ -41,8 +41,15 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub const NAMES: [&'static str; 6] =
-        ["latency", "hold", "partition", "crash", "stall", "hostile"];
+    pub const NAMES: [&'static str; 7] = [
+        "latency",
+        "hold",
+        "partition",
+        "crash",
+        "stall",
+        "hostile",
+        "device",
+    ];
 
     pub fn all() -> Faults {
         Faults {
@@ -143,8 +150,40 @@ pub struct Options {
     pub breakage: Option<spice_server::server::Breakage>,
     /// Keep every byte of the run in the outcome (for `--pcap`).
     pub keep_traffic: bool,
-    /// The fake display's size (it plays the `desktop` scene).
+    /// The fake display's size (it plays the `qxl-desktop` or `desktop` scene).
     pub screen: (u32, u32),
+    /// The display device of the server host.
+    pub device: Device,
+}
+
+/// The display device a world's server host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The fake QXL device playing `qxl-desktop` (drawables in guest memory, rings, releases).
+    #[default]
+    Qxl,
+    /// The fake framebuffer playing `desktop`.
+    Framebuffer,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Qxl => "qxl",
+            Device::Framebuffer => "fb",
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Device, String> {
+        match s {
+            "qxl" => Ok(Device::Qxl),
+            "fb" | "framebuffer" => Ok(Device::Framebuffer),
+            _ => Err(format!("unknown device {s:?} (qxl, fb)")),
+        }
+    }
 }
 
 impl Default for Options {
@@ -158,6 +197,7 @@ impl Default for Options {
             breakage: None,
             keep_traffic: false,
             screen: (320, 240),
+            device: Device::Qxl,
         }
     }
 }
@@ -174,6 +214,9 @@ impl Options {
         );
         if let Some(b) = &self.breakage {
             s.push_str(&format!(" --break {}", b.name()));
+        }
+        if self.device != Device::Qxl {
+            s.push_str(&format!(" --device {}", self.device.name()));
         }
         s
     }

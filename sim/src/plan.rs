@@ -16,6 +16,12 @@ pub enum Input {
     Key(u8),
     /// An absolute position (client mouse mode).
     Position { x: u32, y: u32 },
+    /// mouse_press then mouse_release of this button (1 left, 2 middle, 3 right). Client `k`
+    /// (k < 3) clicks button `k + 1` only, so its presses are attributable.
+    Click { button: u8 },
+    /// Ask for one monitor of this size (agent `monitors_config` on main, which the server
+    /// passes to the QXL device). Client `k` asks for widths `400 + 10 * k + j`, j < 10.
+    Resize { width: u32, height: u32 },
 }
 
 /// What hostile bytes a client sends on its inputs channel.
@@ -107,7 +113,16 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
                     break;
                 }
                 used += delay;
-                let input = if chance(&mut rng, 50) {
+                let input = if chance(&mut rng, 5) {
+                    Input::Resize {
+                        width: 400 + 10 * k + (i % 10) as u32,
+                        height: 300 + range(&mut rng, 0, 200) as u32,
+                    }
+                } else if k < 3 && chance(&mut rng, 15) {
+                    Input::Click {
+                        button: k as u8 + 1,
+                    }
+                } else if chance(&mut rng, 50) {
                     Input::Key(key_for(k, i))
                 } else {
                     Input::Position {

@@ -29,6 +29,8 @@ use crate::Options;
 pub const SERVER: &str = "server";
 pub const PORT: u16 = 5900;
 pub const PASSWORD: &str = "sim-secret";
+/// The scene the QXL device plays.
+pub const QXL_SCENE: &str = "qxl-desktop";
 
 /// What the server host saw, sampled after every step of its event loop.
 #[derive(Debug, Default, Clone)]
@@ -124,6 +126,62 @@ impl spice_server::vdi::Framebuffer for StallingScreen {
     }
 }
 
+/// The fake QXL device behind a device that, during its stall windows, does not service its
+/// rings: the guest keeps drawing until the command ring is full, then waits; afterwards the
+/// server drains the ring.
+struct StallingQxl {
+    inner: spice_fake_devices::qxl::FakeQxl,
+    stalls: Vec<(u64, u64)>,
+    now: u64,
+}
+
+impl StallingQxl {
+    fn stalled_until(&self, t: u64) -> Option<u64> {
+        self.stalls
+            .iter()
+            .find(|(at, len)| t >= *at && t < at + len)
+            .map(|(at, len)| at + len)
+    }
+}
+
+impl spice_server::vdi::QxlDevice for StallingQxl {
+    fn init_info(&self) -> spice_server::vdi::QxlInitInfo {
+        self.inner.init_info()
+    }
+    fn memory(&self) -> &dyn spice_server::vdi::GuestMemory {
+        self.inner.memory()
+    }
+    fn run(&mut self, now_ms: u64) -> Vec<spice_server::vdi::QxlEvent> {
+        self.now = now_ms;
+        self.inner.run(now_ms)
+    }
+    fn get_command(&mut self) -> Option<spice_server::vdi::QxlCommandExt> {
+        if self.stalled_until(self.now).is_some() {
+            return None;
+        }
+        self.inner.get_command()
+    }
+    fn get_cursor_command(&mut self) -> Option<spice_server::vdi::QxlCommandExt> {
+        if self.stalled_until(self.now).is_some() {
+            return None;
+        }
+        self.inner.get_cursor_command()
+    }
+    fn release(&mut self, id: u64, group_id: u32) {
+        self.inner.release(id, group_id)
+    }
+    fn client_monitors_config(&mut self, m: &[spice_server::vdi::ClientMonitor]) -> bool {
+        self.inner.client_monitors_config(m)
+    }
+    fn next_wakeup(&self) -> Option<u64> {
+        if let Some(end) = self.stalled_until(self.now) {
+            return Some(end);
+        }
+        let t = self.inner.next_wakeup()?;
+        Some(self.stalled_until(t).unwrap_or(t))
+    }
+}
+
 struct TurmoilListener(turmoil::net::TcpListener);
 
 impl spice_server::net::Listener for TurmoilListener {
@@ -182,11 +240,17 @@ pub fn run(opts: &Options) -> Outcome {
     } else {
         Vec::new()
     };
+    // The QXL device's audit outlives the server host (which owns the device).
+    let audit: Rc<RefCell<Option<Rc<RefCell<spice_fake_devices::qxl::Audit>>>>> =
+        Rc::new(RefCell::new(None));
+    let device = opts.device;
     {
         let log = log.clone();
         let stats = stats.clone();
         let device_stalls = device_stalls.clone();
+        let audit = audit.clone();
         sim.host(SERVER, move || {
+            let audit = audit.clone();
             let log = log.clone();
             let stats = stats.clone();
             let cfg = cfg.clone();
@@ -196,12 +260,29 @@ pub fn run(opts: &Options) -> Outcome {
                 let mut server = Server::new(cfg);
                 server.set_link_key(spice_server::testing::fixed_key());
                 let (w, h) = screen_size;
-                if let Some(fb) = spice_fake_devices::screen::FakeScreen::new("desktop", w, h) {
-                    server.display().set_framebuffer(Box::new(StallingScreen {
-                        inner: fb,
-                        stalls: device_stalls.clone(),
-                        resume_at: None,
-                    }));
+                match device {
+                    crate::Device::Qxl => {
+                        if let Some(q) = spice_fake_devices::qxl::FakeQxl::new(QXL_SCENE, w, h) {
+                            // A restarted host (none today) would get a fresh device and audit.
+                            *audit.borrow_mut() = Some(q.audit());
+                            server.display().set_qxl(Box::new(StallingQxl {
+                                inner: q,
+                                stalls: device_stalls.clone(),
+                                now: 0,
+                            }));
+                        }
+                    }
+                    crate::Device::Framebuffer => {
+                        if let Some(fb) =
+                            spice_fake_devices::screen::FakeScreen::new("desktop", w, h)
+                        {
+                            server.display().set_framebuffer(Box::new(StallingScreen {
+                                inner: fb,
+                                stalls: device_stalls.clone(),
+                                resume_at: None,
+                            }));
+                        }
+                    }
                 }
                 server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
                 server.set_mouse(Box::new(FakeMouse::new(log.clone())));
@@ -243,7 +324,7 @@ pub fn run(opts: &Options) -> Outcome {
             let limit = Duration::from_millis(plan.end_ms) + Duration::from_secs(60);
             let r = match tokio::time::timeout(
                 limit,
-                run_client(&plan, &mut rng, rec, &report, screen_size),
+                run_client(&plan, &mut rng, rec, &report, (screen_size, device)),
             )
             .await
             {
@@ -330,6 +411,15 @@ pub fn run(opts: &Options) -> Outcome {
     let stats = stats.borrow().clone();
     let rec = rec.borrow();
     let mut violations = crate::invariants::check(opts, &plans, &reports, &log.records(), &stats);
+    if let Some(a) = audit.borrow().as_ref() {
+        violations.extend(crate::invariants::check_releases(&a.borrow()));
+        violations.extend(crate::invariants::check_resizes(
+            opts,
+            &plans,
+            &reports,
+            &a.borrow(),
+        ));
+    }
     if let Some(e) = error {
         violations.insert(0, e);
     }
@@ -375,6 +465,8 @@ struct Live {
     inputs: Conn,
     main_task: tokio::task::JoinHandle<Conn>,
     main_tx: tokio::sync::oneshot::Sender<()>,
+    /// Agent data to send on main.
+    main_out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     display_task: tokio::task::JoinHandle<()>,
     display_tx: tokio::sync::oneshot::Sender<()>,
     screen: Rc<RefCell<crate::screen::Screen>>,
@@ -486,11 +578,21 @@ async fn connect_session(
     let main_report = report.clone();
     let stall = plan.stall;
     let (main_tx, mut main_stop) = tokio::sync::oneshot::channel::<()>();
+    // Agent data the client sends on main (resize requests). Turmoil's writes complete at
+    // once, so a `recv` the select drops is only ever dropped while reading (cancel-safe).
+    let (main_out, mut main_out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let main_task = tokio::task::spawn_local(async move {
         let mut n = 0usize;
         loop {
             tokio::select! {
             biased;
+                // What the client queued is written before it stops.
+                Some(body) = main_out_rx.recv() => {
+                    let m = MainClient::AgentData(spice_proto::wire::Bytes(body));
+                    if main.send(&m).await.is_err() {
+                        return main;
+                    }
+                }
                 _ = &mut main_stop => return main,
                 r = main.recv() => {
                     if r.is_err() {
@@ -511,6 +613,7 @@ async fn connect_session(
         inputs,
         main_task,
         main_tx,
+        main_out,
         display_task,
         display_tx,
         screen,
@@ -524,7 +627,7 @@ async fn run_client(
     rng: &mut ChaCha20Rng,
     rec: Rc<RefCell<Recorder>>,
     report: &Rc<RefCell<ClientReport>>,
-    screen_size: (u32, u32),
+    screen: ((u32, u32), crate::Device),
 ) -> Result<(), ClientError> {
     let crash_mid_link = plan.crash == Some((0, true));
     if crash_mid_link {
@@ -577,6 +680,47 @@ async fn run_client(
                     e => e,
                 }
             }
+            Input::Resize { width, height } => {
+                use spice_proto::agent::{
+                    AgentBody, MonConfig, Monitors, MonitorsConfig, MonitorsConfigFlags,
+                    VdAgentMessage,
+                };
+                let body = AgentBody::MonitorsConfig(MonitorsConfig {
+                    flags: MonitorsConfigFlags::EMPTY,
+                    monitors: Monitors::Plain(vec![MonConfig {
+                        height,
+                        width,
+                        depth: 32,
+                        x: 0,
+                        y: 0,
+                    }]),
+                });
+                let mut r = Ok(());
+                for chunk in VdAgentMessage::from_body(&body).to_agent_data() {
+                    if live.main_out.send(chunk).is_err() {
+                        r = Err(ClientError::Protocol("main channel gone".into()));
+                    }
+                }
+                r
+            }
+            Input::Click { button } => {
+                use spice_proto::messages::inputs::{
+                    MouseButton, MouseButtonEvent, MouseButtonMask,
+                };
+                let mask = MouseButtonMask(1 << (button - 1));
+                let ev = |state| MouseButtonEvent {
+                    button: MouseButton::from_raw(button),
+                    buttons_state: state,
+                };
+                match inputs.send(&InputsClient::MousePress(ev(mask))).await {
+                    Ok(()) => {
+                        inputs
+                            .send(&InputsClient::MouseRelease(ev(MouseButtonMask(0))))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Input::Position { x, y } => {
                 inputs
                     .send(&InputsClient::MousePosition(
@@ -601,7 +745,7 @@ async fn run_client(
     let now_ms = crate::client::now_us() / 1000;
     let stay = plan.end_ms.saturating_sub(now_ms).max(1000);
     tokio::time::sleep(Duration::from_millis(stay)).await;
-    judge_screen(&live.screen.borrow(), report, screen_size);
+    judge_screen(&live.screen.borrow(), report, screen);
     live.close().await;
     result
 }
@@ -610,7 +754,7 @@ async fn run_client(
 fn judge_screen(
     s: &crate::screen::Screen,
     report: &Rc<RefCell<ClientReport>>,
-    screen_size: (u32, u32),
+    screen: ((u32, u32), crate::Device),
 ) {
     let mut rep = report.borrow_mut();
     rep.draws = s.draws;
@@ -619,8 +763,15 @@ fn judge_screen(
         rep.screen_note = Some(format!("unsupported: {:?}", s.unsupported));
         rep.screen_matches = Some(false);
     } else if crate::client::now_us() / 1000 >= settled + 500 {
-        let (w, h) = screen_size;
-        let want = spice_fake_devices::screen::FakeScreen::rgba_at("desktop", w, h, settled);
+        let ((w, h), device) = screen;
+        let want = match device {
+            crate::Device::Qxl => {
+                spice_fake_devices::qxl::FakeQxl::rgba_at(QXL_SCENE, w, h, settled)
+            }
+            crate::Device::Framebuffer => {
+                spice_fake_devices::screen::FakeScreen::rgba_at("desktop", w, h, settled)
+            }
+        };
         let got = s.rgba();
         let ok = want.as_deref() == Some(&got[..]);
         if !ok {
@@ -663,9 +814,9 @@ async fn send_hostile(
                             spice_proto::messages::inputs::KeyboardModifiers(c as u16),
                         )
                     }
-                    InputsClient::KeyScancode(_) | InputsClient::MousePosition(_) => {
-                        InputsClient::KeyModifiers(Default::default())
-                    }
+                    InputsClient::KeyScancode(_)
+                    | InputsClient::MousePosition(_)
+                    | InputsClient::MousePress(_) => InputsClient::KeyModifiers(Default::default()),
                     InputsClient::Base(_) => continue,
                     m => m,
                 };

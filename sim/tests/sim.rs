@@ -82,7 +82,11 @@ fn same_seed_same_hash_different_seed_different_hash() {
 
 #[test]
 fn a_broken_server_is_caught() {
-    for b in [Breakage::DropKey, Breakage::ReorderInputs] {
+    for b in [
+        Breakage::DropKey,
+        Breakage::ReorderInputs,
+        Breakage::DropRelease,
+    ] {
         let caught = (0..8).find(|&seed| {
             let mut o = opts(seed, Faults::none());
             o.breakage = Some(b);
@@ -92,6 +96,30 @@ fn a_broken_server_is_caught() {
             caught.is_some(),
             "breakage {} went unnoticed on seeds 0..8",
             b.name()
+        );
+    }
+}
+
+#[test]
+fn the_framebuffer_device_still_passes() {
+    for seed in 0..2 {
+        let mut o = opts(seed, Faults::all());
+        o.device = spice_sim::Device::Framebuffer;
+        assert_passes(&o);
+    }
+}
+
+#[test]
+fn a_stalled_qxl_ring_is_drained_and_every_command_released_once() {
+    // The device fault stops the server from taking commands for a while: the guest fills
+    // the ring and waits. Afterwards the screens still end on the scene and nothing leaks.
+    for seed in 0..3 {
+        let out = run(&opts(seed, Faults::only("device").unwrap()));
+        assert!(out.passed(), "seed {seed}: {:?}", out.violations);
+        assert!(
+            out.reports.iter().any(|r| r.screen_matches == Some(true)),
+            "seed {seed}: no screen compared: {:#?}",
+            out.reports
         );
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask sim --seeds 1000 [--start S] [--clients K] [--faults all|none|LIST] [--duration SECS]
-//!                 [--partition k/n]
+//!                 [--partition k/n] [--device qxl|fb]
 //! cargo xtask sim --seed S [--hash] [--pcap OUT.pcap]
 //! ```
 //! A sweep shows a progress bar on stderr, prints one reproducing command per failing seed,
@@ -36,7 +36,8 @@ pub struct Args {
     /// Simulated clients per run.
     #[arg(long, default_value_t = 2)]
     clients: u32,
-    /// Fault classes: all, none, or a list (latency,hold,partition,crash,stall,hostile; -x removes).
+    /// Fault classes: all, none, or a list (latency,hold,partition,crash,stall,hostile,device;
+    /// -x removes).
     #[arg(long, default_value = "all")]
     faults: Faults,
     /// Simulated seconds the clients act for.
@@ -48,6 +49,9 @@ pub struct Args {
     /// Test-only: run a deliberately broken server (see `cargo xtask conformance --help`).
     #[arg(long = "break", value_name = "NAME")]
     breakage: Option<Breakage>,
+    /// The server's display device: qxl (the fake QXL device) or fb (the fake framebuffer).
+    #[arg(long, default_value = "qxl")]
+    device: spice_sim::Device,
 }
 
 fn parse_partition(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -65,6 +69,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         faults: a.faults,
         duration_s: a.duration_s,
         breakage: a.breakage,
+        device: a.device,
         ..Options::default()
     };
     if let Some(seed) = a.seed {

@@ -48,7 +48,12 @@ pub struct MainChannel {
     channel_list: Vec<ChannelId>,
     list_wanted: bool,
     mouse_mode_seen: u64,
+    /// Agent data from the client, reassembled into `VDAgentMessage`s.
+    agent_in: Vec<u8>,
 }
+
+/// The largest agent message the server reassembles (more is dropped with a log line).
+pub const MAX_AGENT_MESSAGE: usize = 1 << 16;
 
 impl MainChannel {
     pub(crate) fn new(
@@ -96,11 +101,63 @@ impl MainChannel {
             channel_list,
             list_wanted: false,
             mouse_mode_seen: shared.mouse_mode_generation,
+            agent_in: Vec::new(),
         }
     }
 
     pub fn core(&self) -> &ChannelCore {
         &self.core
+    }
+
+    /// Reassemble agent messages. The server reads one itself, as the reference does: the
+    /// client's `monitors_config` goes to a QXL device that takes it (the guest may then
+    /// resize); the rest is for an agent, and none is attached, so it is dropped.
+    fn agent_data(&mut self, bytes: &[u8], shared: &mut Shared) {
+        use spice_proto::agent::{AgentBody, BodyOptions, VdAgentMessage, MESSAGE_HEADER_SIZE};
+        self.agent_in.extend_from_slice(bytes);
+        loop {
+            let Some(h) = self.agent_in.get(..MESSAGE_HEADER_SIZE) else {
+                return;
+            };
+            let size = u32::from_le_bytes([h[16], h[17], h[18], h[19]]) as usize;
+            if size > MAX_AGENT_MESSAGE {
+                tracing::warn!(
+                    session = self.session_id,
+                    size,
+                    "agent message too large; dropping the client's agent stream"
+                );
+                self.agent_in.clear();
+                return;
+            }
+            if self.agent_in.len() < MESSAGE_HEADER_SIZE + size {
+                return;
+            }
+            let rest = self.agent_in.split_off(MESSAGE_HEADER_SIZE + size);
+            let whole = std::mem::replace(&mut self.agent_in, rest);
+            let Ok(m) = spice_proto::wire::decode_from_slice::<VdAgentMessage>(&whole) else {
+                continue;
+            };
+            if let Ok(AgentBody::MonitorsConfig(c)) = m.body(BodyOptions::default()) {
+                let heads: Vec<crate::vdi::ClientMonitor> = match &c.monitors {
+                    spice_proto::agent::Monitors::Plain(v) => v.clone(),
+                    spice_proto::agent::Monitors::WithPhysicalSize(v) => {
+                        v.iter().map(|m| m.config.clone()).collect()
+                    }
+                }
+                .iter()
+                .take(16)
+                .enumerate()
+                .map(|(i, m)| crate::vdi::ClientMonitor {
+                    id: i as u32,
+                    x: m.x,
+                    y: m.y,
+                    width: m.width,
+                    height: m.height,
+                })
+                .collect();
+                shared.display.client_monitors_config(&heads);
+            }
+        }
     }
 
     pub fn session_id(&self) -> u32 {
@@ -177,7 +234,8 @@ impl MainChannel {
                 }
             }
             MainClient::ClientInfo(_) | MainClient::QualityIndicator(_) => {}
-            MainClient::AgentStart(_) | MainClient::AgentData(_) | MainClient::AgentToken(_) => {
+            MainClient::AgentData(d) => self.agent_data(&d.0, shared),
+            MainClient::AgentStart(_) | MainClient::AgentToken(_) => {
                 // No agent is attached: the reference drops agent traffic then too.
             }
             MainClient::MigrateConnected

@@ -58,6 +58,7 @@ enum Source {
 /// The display state shared by every display channel.
 pub struct Display {
     compression: ImageCompression,
+    drop_release: bool,
     source: Source,
     updates: VecDeque<Update>,
     next_seq: u64,
@@ -74,8 +75,10 @@ pub struct Display {
 }
 
 impl Display {
-    pub(crate) fn new(compression: ImageCompression) -> Self {
+    /// `drop_release` is the test-only [`crate::server::Breakage::DropRelease`].
+    pub(crate) fn new(compression: ImageCompression, drop_release: bool) -> Self {
         Display {
+            drop_release,
             compression,
             source: Source::None,
             updates: VecDeque::new(),
@@ -97,7 +100,11 @@ impl Display {
 
     /// Attach a QXL display device (`spice_server_add_interface` of a `QXLInterface`).
     pub fn set_qxl(&mut self, dev: Box<dyn QxlDevice>) {
-        self.source = Source::Qxl(Box::new(QxlDisplay::new(dev)));
+        let mut q = QxlDisplay::new(dev);
+        if self.drop_release {
+            q.drop_release = Some(10);
+        }
+        self.source = Source::Qxl(Box::new(q));
         self.primary_gen += 1;
     }
 
@@ -337,6 +344,14 @@ impl Display {
                     .map(|(_, u)| *u)
                     .collect(),
             ),
+        }
+    }
+
+    /// A client's monitors request: to the QXL device, if it takes them (the reference passes
+    /// them to the device the same way, or else to the agent).
+    pub(crate) fn client_monitors_config(&mut self, monitors: &[crate::vdi::ClientMonitor]) {
+        if let Source::Qxl(q) = &mut self.source {
+            q.client_monitors_config(monitors);
         }
     }
 

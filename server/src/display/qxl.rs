@@ -65,6 +65,8 @@ pub struct QxlDisplay {
     pub stats: QxlStats,
     /// The last few rejections, for logs.
     pub last_errors: Vec<String>,
+    /// Test-only: do not release the command with this number (1-based).
+    pub(crate) drop_release: Option<u64>,
 }
 
 impl QxlDisplay {
@@ -80,6 +82,7 @@ impl QxlDisplay {
             n_surfaces: info.n_surfaces.min(1024),
             stats: QxlStats::default(),
             last_errors: Vec::new(),
+            drop_release: None,
         }
     }
 
@@ -91,6 +94,12 @@ impl QxlDisplay {
     /// The primary surface's pixels (`0xAARRGGBB`, rows top first).
     pub fn primary(&self) -> Option<&spice_proto::canvas::Raster> {
         self.canvas.primary().map(|s| &s.raster)
+    }
+
+    pub fn client_monitors_config(&mut self, monitors: &[crate::vdi::ClientMonitor]) {
+        if !self.device.client_monitors_config(monitors) {
+            tracing::debug!("qxl: the device does not take client monitors configs");
+        }
     }
 
     pub fn next_wakeup(&self) -> Option<u64> {
@@ -155,6 +164,11 @@ impl QxlDisplay {
         };
         let parsed = qxl::parse(&mut r, &ext.cmd, ext.flags);
         match release {
+            Ok(_)
+                if self.drop_release == Some(self.stats.commands + self.stats.cursor_commands) =>
+            {
+                tracing::warn!("qxl: breakage: not releasing this command");
+            }
             Ok(id) => {
                 self.device.release(id, ext.group_id);
                 self.stats.released += 1;
