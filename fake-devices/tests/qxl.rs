@@ -301,3 +301,54 @@ fn client_monitor_requests_reach_the_qxl_device() {
     }
     assert_eq!(audit.borrow().monitor_requests, [(800, 600)]);
 }
+
+/// Hostile bytes on one client's display and cursor channels (truncated, oversized, unknown
+/// types, bad bodies) close those channels, while another client connected at the same time
+/// keeps receiving frames and ends on the device's picture.
+#[test]
+fn hostile_display_bytes_close_that_channel_and_the_other_client_keeps_its_frames() {
+    let scene = "qxl-desktop";
+    let hostile: [&[u8]; 4] = [
+        // A display `init` cut short (then nothing).
+        &[101, 0, 8, 0, 0, 0, 1, 2],
+        // A header announcing a 64 MiB body.
+        &[2, 0, 0, 0, 0, 4],
+        // An unknown message type.
+        &[0x39, 0x30, 3, 0, 0, 0, 1, 2, 3],
+        // `preferred_compression` with an empty body.
+        &[103, 0, 0, 0, 0, 0],
+    ];
+    for (i, bytes) in hostile.iter().enumerate() {
+        let mut s = server(ImageCompression::AutoGlz, scene);
+        s.handle_timeout(0);
+        let mut good = connect(&mut s, 0);
+        let bad = connect(&mut s, 0);
+        let mut t = 0;
+        while t <= SETTLE_MS + 300 {
+            s.handle_timeout(t);
+            good.poll(&mut s, t);
+            if t == 200 {
+                s.handle_bytes(bad.display.link.conn, bytes, t);
+                s.handle_bytes(bad.cursor.link.conn, bytes, t);
+            }
+            let _ = drain(&mut s, bad.display.link.conn);
+            let _ = drain(&mut s, bad.cursor.link.conn);
+            t += 5;
+        }
+        if i != 0 {
+            // A complete bad message closes the channel (a truncated one waits for more).
+            assert!(s.is_finished(bad.display.link.conn), "case {i}: display");
+            assert!(s.is_finished(bad.cursor.link.conn), "case {i}: cursor");
+        }
+        assert!(!s.is_finished(good.display.link.conn));
+        let want = FakeQxl::rgba_at(scene, 320, 240, SETTLE_MS).unwrap();
+        assert!(good.errors.is_empty(), "{:?}", good.errors);
+        assert!(
+            good.rgba()
+                .chunks(4)
+                .zip(want.chunks(4))
+                .all(|(a, b)| a[..3] == b[..3]),
+            "case {i}: the good client's screen"
+        );
+    }
+}
