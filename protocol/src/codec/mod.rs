@@ -1,9 +1,12 @@
 //! Image codecs: the pixel buffer they share ([`Pixmap`]) and the SPICE image compressions
-//! ([`quic`], [`lz`], [`glz`]).
+//! ([`quic`], [`lz`], [`glz`], [`zlib_glz`], [`lz4`], [`jpeg`]).
 //!
 //! Owns: the bitstreams of the compressed image payloads, with encoders byte-identical to the
 //! reference ones (spice-common's quic.c and lz.c, spice-server's glz encoder and dictionary)
-//! for the same pixels, and decoders for them (GLZ with spice-gtk's cross-image window).
+//! for the same pixels, and decoders for them (GLZ with spice-gtk's cross-image window). LZ4
+//! (our own LZ4 block codec), ZLIB_GLZ (zlib through `flate2` around GLZ) and JPEG / JPEG_ALPHA
+//! (`zune-jpeg` to decode, `jpeg-encoder` to encode, the alpha plane as LZ) have decoders for
+//! what the reference sends and encoders of standard streams (not the reference's bytes).
 //! Does not: parse SPICE image descriptors or chunk lists (that is [`crate::display`]); a codec
 //! takes the payload bytes that follow the descriptor's `data_size`, already joined.
 //!
@@ -13,8 +16,11 @@
 
 pub mod glz;
 pub mod images;
+pub mod jpeg;
 pub mod lz;
+pub mod lz4;
 pub mod quic;
+pub mod zlib_glz;
 
 /// Why an image could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
