@@ -18,8 +18,14 @@ fn corpus_replies_match_their_snapshots_and_nothing_fails() {
             insta::assert_snapshot!(name.clone(), snapshot_text(&r));
         });
         // Both final screens are drawn (for the HTML report), ours without a canvas error.
-        let sc = r.screens.as_ref().expect("a session with a display channel");
-        assert!(sc.reference.is_some() && sc.ours.is_some(), "{name}: screens");
+        let sc = r
+            .screens
+            .as_ref()
+            .expect("a session with a display channel");
+        assert!(
+            sc.reference.is_some() && sc.ours.is_some(),
+            "{name}: screens"
+        );
         assert!(sc.our_errors.is_empty(), "{name}: {:?}", sc.our_errors);
         for v in r.verdicts() {
             if v.status == Status::Fails {

@@ -160,7 +160,6 @@ fn is_subsequence(a: &[Input], b: &[Input]) -> bool {
     a.iter().all(|x| it.any(|y| y == x))
 }
 
-
 /// The QXL device's commands: each released exactly once, none left unreleased once the run is
 /// quiet.
 pub fn check_releases(a: &spice_fake_devices::qxl::Audit) -> Vec<String> {
