@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use super::raster::Raster;
 use super::CanvasError;
-use crate::codec::{glz, lz, quic, Limits, PixelFormat, Pixmap};
+use crate::codec::{self, glz, lz, quic, Limits, PixelFormat, Pixmap};
 use crate::display::{BitmapFlags, BitmapPalette, Image, ImageData, ImageFlags, LzPltPalette};
 
 /// A decoded image and whether its pixels are exact (not from JPEG).
@@ -182,26 +182,21 @@ impl Caches {
                 lossless(glz_raster(i, img.width))
             }
             ImageData::ZlibGlzRgb(z) => {
-                let i = pending::zlib_glz_decode(
-                    &mut self.glz,
-                    &z.data,
-                    z.glz_data_size,
-                    &[],
-                    &limits,
-                )?;
+                let i =
+                    codec::zlib_glz::decode(&mut self.glz, &z.data, z.glz_data_size, &[], &limits)?;
                 lossless(glz_raster(i, img.width))
             }
             ImageData::Lz4(b) => lossless(to_raster(
-                &pending::lz4_decode(b, img.width, img.height, &limits)?,
+                &codec::lz4::decode(b, img.width, img.height, &limits)?,
                 &[],
             )),
             ImageData::Jpeg(b) => Decoded {
-                raster: Rc::new(to_raster(&pending::jpeg_decode(b, &limits)?, &[])),
+                raster: Rc::new(to_raster(&codec::jpeg::decode(b, &limits)?, &[])),
                 lossy: true,
             },
             ImageData::JpegAlpha(j) => Decoded {
                 raster: Rc::new(to_raster(
-                    &pending::jpeg_decode_alpha(
+                    &codec::jpeg::decode_alpha(
                         &j.data,
                         j.jpeg_size,
                         j.flags.contains(crate::display::JpegAlphaFlags::TOP_DOWN),
@@ -295,30 +290,4 @@ pub fn mask_bits(img: &Image, caches: &mut Caches) -> Result<(u32, u32, Vec<bool
         r.height,
         r.px.iter().map(|p| p & 0x00ff_ffff != 0).collect(),
     ))
-}
-
-mod pending {
-    use super::*;
-    pub fn zlib_glz_decode(
-        _: &mut glz::Decoder,
-        _: &[u8],
-        _: u32,
-        _: &[u32],
-        _: &Limits,
-    ) -> Result<glz::GlzImage, CanvasError> {
-        Err(CanvasError::Unsupported("zlib_glz"))
-    }
-    pub fn lz4_decode(_: &[u8], _: u32, _: u32, _: &Limits) -> Result<Pixmap, CanvasError> {
-        Err(CanvasError::Unsupported("lz4"))
-    }
-    pub fn jpeg_decode(_: &[u8], _: &Limits) -> Result<Pixmap, CanvasError> {
-        Err(CanvasError::Unsupported("jpeg"))
-    }
-    pub fn jpeg_decode_alpha(_: &[u8], _: u32, _: bool, _: &Limits) -> Result<Pixmap, CanvasError> {
-        Err(CanvasError::Unsupported("jpeg"))
-    }
-}
-
-pub(super) fn pending_jpeg(d: &[u8], l: &Limits) -> Result<Pixmap, CanvasError> {
-    pending::jpeg_decode(d, l)
 }

@@ -87,6 +87,8 @@ struct Stream {
     codec: VideoCodecType,
     dest: Rect,
     clip: Clip,
+    /// The MJPEG tables seen so far (later frames come without them).
+    tables: crate::codec::jpeg::MjpegTables,
 }
 
 /// Counters of what a canvas did.
@@ -853,6 +855,7 @@ impl Canvas {
                 codec: s.codec_type,
                 dest: s.dest.clone(),
                 clip: s.clip.clone(),
+                tables: Default::default(),
             },
         );
         Ok(())
@@ -866,13 +869,14 @@ impl Canvas {
     ) -> Result<(), CanvasError> {
         let st = self
             .streams
-            .get(&id)
-            .ok_or(CanvasError::UnknownStream(id))?
-            .clone();
+            .get_mut(&id)
+            .ok_or(CanvasError::UnknownStream(id))?;
         if st.codec != VideoCodecType::Mjpeg {
             return Err(CanvasError::Unsupported("stream codec other than MJPEG"));
         }
-        let pix = image::pending_jpeg(data, &self.limits)?;
+        let frame = st.tables.complete(data);
+        let st = st.clone();
+        let pix = crate::codec::jpeg::decode(&frame, &self.limits)?;
         let mut frame = to_raster(&pix, &[]);
         if !st.top_down {
             frame = Raster {

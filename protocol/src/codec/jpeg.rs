@@ -431,3 +431,118 @@ mod tests {
         }
     }
 }
+
+/// The tables of an MJPEG stream: spice-server's encoder writes its quantisation and Huffman
+/// tables with the first frame only (`jpeg_start_compress(.., first_frame)`), and spice-gtk's
+/// decoder keeps them across frames. This keeps the last ones seen and puts them back into
+/// frames that come without (abbreviated JPEG streams).
+#[derive(Debug, Clone, Default)]
+pub struct MjpegTables {
+    dqt: Vec<Vec<u8>>,
+    dht: Vec<Vec<u8>>,
+}
+
+impl MjpegTables {
+    /// `frame` with the tables it lacks taken from earlier frames (and this frame's tables
+    /// remembered). Returns the frame unchanged if it cannot be parsed up to its scan.
+    pub fn complete(&mut self, frame: &[u8]) -> Vec<u8> {
+        let Some(segments) = segments_before_scan(frame) else {
+            return frame.to_vec();
+        };
+        let (mut dqt, mut dht) = (Vec::new(), Vec::new());
+        for &(marker, start, end) in &segments {
+            match marker {
+                0xdb => dqt.push(frame[start..end].to_vec()),
+                0xc4 => dht.push(frame[start..end].to_vec()),
+                _ => {}
+            }
+        }
+        let missing_dqt = dqt.is_empty() && !self.dqt.is_empty();
+        let missing_dht = dht.is_empty() && !self.dht.is_empty();
+        if !dqt.is_empty() {
+            self.dqt = dqt;
+        }
+        if !dht.is_empty() {
+            self.dht = dht;
+        }
+        if !missing_dqt && !missing_dht {
+            return frame.to_vec();
+        }
+        let mut out = Vec::with_capacity(frame.len() + 1024);
+        out.extend_from_slice(&frame[..2]); // SOI
+        if missing_dqt {
+            self.dqt.iter().for_each(|s| out.extend_from_slice(s));
+        }
+        if missing_dht {
+            self.dht.iter().for_each(|s| out.extend_from_slice(s));
+        }
+        out.extend_from_slice(&frame[2..]);
+        out
+    }
+}
+
+/// The marker segments of a JPEG stream from after SOI up to (not including) SOS, as
+/// (marker, start, end) byte ranges including the `FF xx` and the length; `None` if the
+/// stream does not start with SOI or a segment runs past the end.
+fn segments_before_scan(d: &[u8]) -> Option<Vec<(u8, usize, usize)>> {
+    if d.get(..2)? != [0xff, 0xd8] {
+        return None;
+    }
+    let mut v = Vec::new();
+    let mut at = 2usize;
+    loop {
+        if *d.get(at)? != 0xff {
+            return None;
+        }
+        let marker = *d.get(at + 1)?;
+        if marker == 0xff {
+            at += 1; // fill byte
+            continue;
+        }
+        if marker == 0xda || v.len() > 64 {
+            return Some(v);
+        }
+        let len = u16::from_be_bytes([*d.get(at + 2)?, *d.get(at + 3)?]) as usize;
+        let end = at
+            .checked_add(2 + len)
+            .filter(|&e| e <= d.len() && len >= 2)?;
+        v.push((marker, at, end));
+        at = end;
+    }
+}
+
+#[cfg(test)]
+mod mjpeg_tests {
+    use super::*;
+
+    #[test]
+    fn abbreviated_frames_get_the_first_frames_tables() {
+        let px: Vec<u8> = (0..16 * 16)
+            .flat_map(|i| [i as u8, 255 - i as u8, 7, 0])
+            .collect();
+        let img = Pixmap::from_data(16, 16, PixelFormat::Rgb32, 64, px).unwrap();
+        let full = encode(&img, 80).unwrap();
+        let segs = segments_before_scan(&full).unwrap();
+        assert!(segs.iter().any(|s| s.0 == 0xc4) && segs.iter().any(|s| s.0 == 0xdb));
+        // The same frame without its tables.
+        let mut abbreviated = full[..2].to_vec();
+        let mut last = 2;
+        for &(m, s, e) in &segs {
+            abbreviated.extend_from_slice(&full[last..s]);
+            if m != 0xc4 && m != 0xdb {
+                abbreviated.extend_from_slice(&full[s..e]);
+            }
+            last = e;
+        }
+        abbreviated.extend_from_slice(&full[last..]);
+        let lim = Limits::default();
+        assert!(decode(&abbreviated, &lim).is_err());
+        let mut t = MjpegTables::default();
+        let first = t.complete(&full);
+        assert_eq!(first, full);
+        let fixed = t.complete(&abbreviated);
+        assert_eq!(decode(&fixed, &lim).unwrap(), decode(&full, &lim).unwrap());
+        // Garbage passes through untouched.
+        assert_eq!(t.complete(&[1, 2, 3]), [1, 2, 3]);
+    }
+}
