@@ -111,8 +111,15 @@ pub fn check(
                 head(&rep.sent)
             ));
         } else if plan.lossless() && rep.clean && got != rep.sent {
+            let missing: Vec<Input> = rep
+                .sent
+                .iter()
+                .filter(|i| !got.contains(i))
+                .take(6)
+                .copied()
+                .collect();
             v.push(format!(
-                "client {k}: {} of {} inputs reached the devices (no fault of its own could lose any)",
+                "client {k}: {} of {} inputs reached the devices (no fault of its own could lose any); missing {missing:?}",
                 got.len(),
                 rep.sent.len()
             ));

@@ -67,8 +67,15 @@ pub struct ClientPlan {
 impl ClientPlan {
     /// Whether every input of this client must reach the devices (no fault of its own can lose
     /// any).
+    ///
+    /// Leaving a session (`reconnect`) while the link is held can lose the inputs still held:
+    /// the server may see main close, which ends the session and its other channels, before
+    /// it reads the inputs channel's last bytes (the reference drops them the same way).
     pub fn lossless(&self) -> bool {
-        self.crash.is_none() && self.hostile.is_none() && self.partition.is_none()
+        self.crash.is_none()
+            && self.hostile.is_none()
+            && self.partition.is_none()
+            && !(self.hold.is_some() && self.reconnect.is_some())
     }
 }
 
