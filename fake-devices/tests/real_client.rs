@@ -457,6 +457,7 @@ fn spicy_screenshot_equals_our_snapshot_for_every_scene_and_lossless_compression
         ("desktop", "glz"),
         ("desktop", "auto_lz"),
         ("desktop", "auto_glz"),
+        ("desktop", "lz4"),
         ("solid", "auto_glz"),
         ("text", "glz"),
         ("photo", "quic"),
@@ -468,6 +469,7 @@ fn spicy_screenshot_equals_our_snapshot_for_every_scene_and_lossless_compression
         ("qxl-desktop", "glz"),
         ("qxl-desktop", "auto_glz"),
         ("qxl-desktop", "quic"),
+        ("qxl-desktop", "lz4"),
         ("qxl-text", "auto_lz"),
         ("qxl-surface", "glz"),
         ("qxl-ops", "off"),
@@ -579,7 +581,10 @@ fn a_client_that_watches_the_scene_move_ends_with_the_settled_screen() {
 /// device's picture.
 #[test]
 fn a_client_that_watches_the_qxl_scene_ends_with_the_devices_picture() {
-    watch("qxl-desktop", &["glz", "auto_glz", "quic", "lz", "off"]);
+    watch(
+        "qxl-desktop",
+        &["glz", "auto_glz", "quic", "lz", "off", "lz4"],
+    );
 }
 
 /// Every kind of drawable (opaque, blend, blackness, whiteness, invers, rop3, strokes, text,

@@ -18,8 +18,9 @@
 //!
 //! Compression follows `Config::image_compression`: `off` sends BITMAP, `quic` QUIC, `lz`
 //! LZ_RGB, `glz` GLZ_RGB against this client's dictionary (window from its `init`), `auto_lz` /
-//! `auto_glz` QUIC for photo-like images and LZ / GLZ otherwise (see [`photo_like`]), `lz4` and
-//! a client's `preferred_compression` of LZ4: LZ_RGB for now (no LZ4 encoder yet). Images
+//! `auto_glz` QUIC for photo-like images and LZ / GLZ otherwise (see [`photo_like`]), `lz4` (or a
+//! client's `preferred_compression` of LZ4) LZ4 to clients with the `LZ4_COMPRESSION` cap and
+//! LZ_RGB to others. Images
 //! smaller than the reference's minimum (`MIN_SIZE_TO_COMPRESS`, 54 bytes... in practice any
 //! rectangle under 32 pixels) go uncompressed, as the reference does.
 
@@ -219,6 +220,7 @@ impl DisplayChannel {
             match p {
                 WireCompression::Off => return Kind::Bitmap,
                 WireCompression::Quic => return Kind::Quic,
+                WireCompression::Lz4 if self.lz4_cap => return Kind::Lz4,
                 WireCompression::Lz | WireCompression::Lz4 => return Kind::Lz,
                 WireCompression::Glz => return Kind::Glz,
                 WireCompression::AutoLz => return auto(pix, Kind::Lz),
@@ -226,10 +228,11 @@ impl DisplayChannel {
                 _ => {}
             }
         }
-        let _ = self.lz4_cap;
         match setting {
             ImageCompression::Off => Kind::Bitmap,
             ImageCompression::Quic => Kind::Quic,
+            // LZ4 only to a client that can decode it (the reference does the same).
+            ImageCompression::Lz4 if self.lz4_cap => Kind::Lz4,
             ImageCompression::Lz | ImageCompression::Lz4 => Kind::Lz,
             ImageCompression::Glz => Kind::Glz,
             ImageCompression::AutoLz => auto(pix, Kind::Lz),
@@ -260,6 +263,9 @@ impl DisplayChannel {
             Kind::Quic => codec::quic::encode(&pix)
                 .ok()
                 .map(|b| ImageData::Quic(b.into())),
+            Kind::Lz4 => codec::lz4::encode(&pix, true)
+                .ok()
+                .map(|b| ImageData::Lz4(b.into())),
             Kind::Lz => codec::lz::encode(&pix, true)
                 .ok()
                 .map(|b| ImageData::LzRgb(b.into())),
@@ -561,6 +567,7 @@ enum Kind {
     Quic = 1,
     Lz = 2,
     Glz = 3,
+    Lz4 = 4,
 }
 
 /// The `auto_*` choice: QUIC for photo-like images, else the dictionary coder.
