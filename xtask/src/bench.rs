@@ -89,7 +89,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         What::Sim { quick } => {
             cargo_bench("spice-sim", "sim", quick)?;
-            let root = crate::util::root().join("target/criterion/sim");
+            let root = crate::util::target_dir().join("criterion/sim");
             let t = mean_s(&root.join("standard")).context("no criterion estimate for sim")?;
             let sim_ms: f64 = std::fs::read_to_string(root.join("sim_ms.txt"))?
                 .trim()
@@ -128,7 +128,7 @@ fn write_set(dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn codecs_table() -> anyhow::Result<ExitCode> {
-    let root = crate::util::root().join("target/criterion");
+    let root = crate::util::target_dir().join("criterion");
     let sizes: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("codecs/sizes.json"))?)?;
     println!("| image | codec | enc MB/s | dec MB/s | ratio | memcpy MB/s | enc/memcpy | C enc/memcpy (ratio) | ours/C |");

@@ -46,3 +46,12 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(packages))
 }
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set (relative to the root), else
+/// `target/` under the root.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root().join(d),
+        None => root().join("target"),
+    }
+}
