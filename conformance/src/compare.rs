@@ -546,9 +546,9 @@ pub fn compare_events(v: &mut ChannelVerdict, expected: &[InputEvent], got: &[Re
 }
 
 /// Judge the final screens of a session's display channel: our server's display messages must
-/// all be drawable by the reference canvas and give a primary surface of the reference's size.
-/// The pictures themselves are not compared: the replay's fake screen does not show what the
-/// captured guest showed (both are in the HTML report, side by side).
+/// all be drawable by the reference canvas and give the reference's final screen, pixel for
+/// pixel (the replay's device shows what the reference showed; both are in the HTML report,
+/// side by side).
 pub fn judge_screens(v: &mut ChannelVerdict, s: &crate::Screens) {
     if !s.our_errors.is_empty() {
         v.add(
@@ -571,6 +571,22 @@ pub fn judge_screens(v: &mut ChannelVerdict, s: &crate::Screens) {
                 o.width, o.height, r.width, r.height
             ),
         ),
+        (Some(r), Some(o)) => {
+            // Same content (the replay's device shows the reference's screen): the final
+            // screens must be equal.
+            let differ = r
+                .to_rgba8()
+                .chunks_exact(4)
+                .zip(o.to_rgba8().chunks_exact(4))
+                .filter(|(a, b)| a[..3] != b[..3])
+                .count();
+            if differ > 0 {
+                v.add(
+                    Status::Fails,
+                    format!("final screen: {differ} pixels differ from the reference's"),
+                );
+            }
+        }
         _ => {}
     }
 }

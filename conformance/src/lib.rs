@@ -11,6 +11,7 @@
 pub mod compare;
 pub mod replay;
 pub mod report;
+pub mod screen;
 
 use std::path::{Path, PathBuf};
 

@@ -153,12 +153,23 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
     };
     let mut server = Server::new(cfg);
     server.set_link_key(spice_server::testing::fixed_key());
-    // The display: a fake screen the size of the reference's, showing the default scene (the
-    // reference's screen content is not reproducible, so frames are compared by kind, not by
-    // pixels; see POLICY.md).
-    let (w, h) = opts.screen.unwrap_or((1024, 768));
-    if let Some(screen) = spice_fake_devices::screen::FakeScreen::new("desktop", w, h) {
-        server.display().set_framebuffer(Box::new(screen));
+    // The display: a framebuffer showing what the reference showed (its display messages
+    // drawn by the reference canvas at their capture times), so both final screens must be
+    // the same; without a captured display channel, a fake screen the size of the reference's.
+    let reference_screen = session
+        .channels
+        .iter()
+        .filter(|c| c.channel_type == ChannelType::Display)
+        .min_by_key(|c| c.channel_id)
+        .and_then(|c| crate::screen::ReferenceScreen::new(c, |ts| ms_since(t0, ts)));
+    match reference_screen {
+        Some(screen) => server.display().set_framebuffer(Box::new(screen)),
+        None => {
+            let (w, h) = opts.screen.unwrap_or((1024, 768));
+            if let Some(screen) = spice_fake_devices::screen::FakeScreen::new("desktop", w, h) {
+                server.display().set_framebuffer(Box::new(screen));
+            }
+        }
     }
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
