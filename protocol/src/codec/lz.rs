@@ -129,7 +129,7 @@ enum Unit {
     Byte,
     /// x1r5g5b5, compared without bit 15, written high byte first: minimum match 2.
     Rgb16,
-    /// B, G, R (packed as `b | g << 8 | r << 16`): minimum match 1.
+    /// B, G, R: minimum match 1.
     Rgb,
 }
 
@@ -141,65 +141,299 @@ impl Unit {
             Unit::Rgb => 1,
         }
     }
-
-    fn key(self, v: u32) -> u32 {
-        if self == Unit::Rgb16 {
-            v & 0x7fff
-        } else {
-            v
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Encoder.
 
-struct Encoder<'a> {
-    unit: Unit,
-    px: &'a [u32],
+/// The units of one stream, as the encoder reads them. Implemented for the three layouts the
+/// encoder works on (all tightly packed, rows joined): [`Bgrx`] (32-bit pixels, the X or alpha
+/// byte ignored), [`Bytes`] and [`Rgb16`]; generic code over them has no per-unit dispatch.
+trait Units: Copy {
+    const KIND: Unit;
+    /// Number of units.
+    fn count(self) -> usize;
+    /// Unit `i` as compared (RGB16 without bit 15, 32-bit pixels without their top byte).
+    fn key(self, i: usize) -> u32;
+    /// The reference's hash of units `i..i + 3` (HASH_BITS bits).
+    fn hash(self, i: usize) -> usize;
+    /// Append unit `i` as a literal.
+    fn literal(self, i: usize, out: &mut Vec<u8>);
+
+    /// [`Units::hash`] of positions `i..i + 4` (needs units up to `i + 6`), computed side by
+    /// side (the layouts with a vectorisable form override this).
+    #[inline]
+    fn hash4(self, i: usize) -> [u32; 4] {
+        core::array::from_fn(|k| self.hash(i + k) as u32)
+    }
+
+    /// The first `k < n` where units `a + k` and `b + k` differ, else `n`.
+    #[inline]
+    fn mismatch(self, a: usize, b: usize, n: usize) -> usize {
+        (0..n)
+            .find(|&k| self.key(a + k) != self.key(b + k))
+            .unwrap_or(n)
+    }
+
+    /// The first `k < n` where unit `a + k` differs from `x` (a key), else `n`.
+    #[inline]
+    fn mismatch_value(self, a: usize, x: u32, n: usize) -> usize {
+        (0..n).find(|&k| self.key(a + k) != x).unwrap_or(n)
+    }
+}
+
+/// The reference's hash step: `h * 33 ^ c`.
+#[inline(always)]
+fn mix(h: u32, c: u32) -> u32 {
+    (h << 5).wrapping_add(h) ^ c
+}
+
+const HASH_INIT: u32 = 5381;
+
+/// A pixel of 4 bytes as a number (one load; see [`Bgrx::key`]).
+#[inline(always)]
+fn le32(p: &[u8]) -> u32 {
+    u32::from_le_bytes(p[..4].try_into().unwrap_or_default())
+}
+
+/// 32-bit pixels, B, G, R and an ignored byte each.
+#[derive(Clone, Copy)]
+struct Bgrx<'a>(&'a [u8]);
+
+impl Units for Bgrx<'_> {
+    const KIND: Unit = Unit::Rgb;
+
+    fn count(self) -> usize {
+        self.0.len() / 4
+    }
+
+    #[inline(always)]
+    fn key(self, i: usize) -> u32 {
+        // Loaded whole and masked (built from three bytes, the loads would be split).
+        le32(&self.0[4 * i..4 * i + 4]) & 0x00ff_ffff
+    }
+
+    #[inline(always)]
+    fn hash(self, i: usize) -> usize {
+        let p = &self.0[4 * i..4 * i + 12];
+        let mut h = HASH_INIT;
+        for px in p.chunks_exact(4) {
+            h = mix(mix(mix(h, px[2] as u32), px[1] as u32), px[0] as u32);
+        }
+        h as usize & (HASH_SIZE - 1)
+    }
+
+    #[inline(always)]
+    fn literal(self, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0[4 * i..4 * i + 3]);
+    }
+
+    #[inline(always)]
+    fn hash4(self, i: usize) -> [u32; 4] {
+        // Lane k hashes pixels i + k .. i + k + 3: whole-pixel loads and lane-wise steps,
+        // which the compiler turns into vector code.
+        let p = &self.0[4 * i..4 * i + 24];
+        let mut h = [HASH_INIT; 4];
+        for j in 0..3 {
+            let v: [u32; 4] = core::array::from_fn(|k| le32(&p[4 * (j + k)..]));
+            for k in 0..4 {
+                h[k] = mix(h[k], v[k] >> 16 & 0xff);
+            }
+            for k in 0..4 {
+                h[k] = mix(h[k], v[k] >> 8 & 0xff);
+            }
+            for k in 0..4 {
+                h[k] = mix(h[k], v[k] & 0xff);
+            }
+        }
+        h.map(|h| h & (HASH_SIZE as u32 - 1))
+    }
+
+    #[inline]
+    fn mismatch(self, a: usize, b: usize, n: usize) -> usize {
+        let (x, y) = (&self.0[4 * a..4 * (a + n)], &self.0[4 * b..4 * (b + n)]);
+        // Blocks of 8 pixels: a mask of the differing ones (computed without branches, in
+        // vector instructions) locates the first.
+        let differs = |p: &[u8], q: &[u8]| (le32(p) ^ le32(q)) & 0x00ff_ffff != 0;
+        let mut k = 0;
+        for (bx, by) in x.chunks_exact(32).zip(y.chunks_exact(32)) {
+            let pairs = bx.chunks_exact(4).zip(by.chunks_exact(4));
+            let m =
+                (pairs.enumerate()).fold(0u32, |m, (i, (p, q))| m | (differs(p, q) as u32) << i);
+            if m != 0 {
+                return k + m.trailing_zeros() as usize;
+            }
+            k += 8;
+        }
+        let tail = x[4 * k..].chunks_exact(4).zip(y[4 * k..].chunks_exact(4));
+        k + tail.take_while(|(p, q)| !differs(p, q)).count()
+    }
+
+    #[inline]
+    fn mismatch_value(self, a: usize, v: u32, n: usize) -> usize {
+        let x = &self.0[4 * a..4 * (a + n)];
+        let differs = |p: &[u8]| (le32(p) ^ v) & 0x00ff_ffff;
+        let mut k = 0;
+        for block in x.chunks_exact(32) {
+            if block.chunks_exact(4).fold(0, |d, p| d | differs(p)) != 0 {
+                let m = (block.chunks_exact(4).enumerate())
+                    .fold(0u32, |m, (i, p)| m | ((differs(p) != 0) as u32) << i);
+                return k + m.trailing_zeros() as usize;
+            }
+            k += 8;
+        }
+        k + x[4 * k..]
+            .chunks_exact(4)
+            .take_while(|p| differs(p) == 0)
+            .count()
+    }
+}
+
+/// Byte units (palette indices, alpha).
+#[derive(Clone, Copy)]
+struct Bytes<'a>(&'a [u8]);
+
+impl Units for Bytes<'_> {
+    const KIND: Unit = Unit::Byte;
+
+    fn count(self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn key(self, i: usize) -> u32 {
+        self.0[i] as u32
+    }
+
+    #[inline(always)]
+    fn hash(self, i: usize) -> usize {
+        let p = &self.0[i..i + 3];
+        let h = mix(mix(mix(HASH_INIT, p[0] as u32), p[1] as u32), p[2] as u32);
+        h as usize & (HASH_SIZE - 1)
+    }
+
+    #[inline(always)]
+    fn literal(self, i: usize, out: &mut Vec<u8>) {
+        out.push(self.0[i]);
+    }
+
+    #[inline]
+    fn hash4(self, i: usize) -> [u32; 4] {
+        let p = &self.0[i..i + 6];
+        let mut h = [HASH_INIT; 4];
+        for j in 0..3 {
+            for k in 0..4 {
+                h[k] = mix(h[k], p[j + k] as u32);
+            }
+        }
+        h.map(|h| h & (HASH_SIZE as u32 - 1))
+    }
+
+    #[inline]
+    fn mismatch(self, a: usize, b: usize, n: usize) -> usize {
+        let (x, y) = (&self.0[a..a + n], &self.0[b..b + n]);
+        let mut k = 0;
+        for (bx, by) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
+            if bx != by {
+                break;
+            }
+            k += 16;
+        }
+        k + (x[k..].iter().zip(&y[k..]))
+            .take_while(|(p, q)| p == q)
+            .count()
+    }
+
+    #[inline]
+    fn mismatch_value(self, a: usize, v: u32, n: usize) -> usize {
+        let (x, v) = (&self.0[a..a + n], v as u8);
+        let mut k = 0;
+        for block in x.chunks_exact(16) {
+            if block.iter().fold(0, |d, &p| d | (p ^ v)) != 0 {
+                break;
+            }
+            k += 16;
+        }
+        k + x[k..].iter().take_while(|&&p| p == v).count()
+    }
+}
+
+/// x1r5g5b5 units.
+#[derive(Clone, Copy)]
+struct Rgb16<'a>(&'a [u16]);
+
+impl Units for Rgb16<'_> {
+    const KIND: Unit = Unit::Rgb16;
+
+    fn count(self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn key(self, i: usize) -> u32 {
+        self.0[i] as u32 & 0x7fff
+    }
+
+    #[inline(always)]
+    fn hash(self, i: usize) -> usize {
+        let mut h = HASH_INIT;
+        for &v in &self.0[i..i + 3] {
+            h = mix(mix(h, v as u32 & 0xff), (v as u32 >> 8) & 0x7f);
+        }
+        h as usize & (HASH_SIZE - 1)
+    }
+
+    #[inline(always)]
+    fn literal(self, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0[i].to_be_bytes());
+    }
+}
+
+struct Encoder<'a, U: Units> {
+    px: U,
     /// Segments (the reference's image chunks) as `[start, end)` unit ranges of `px`.
     segs: &'a [(usize, usize)],
     out: Vec<u8>,
     /// Index in `out` of the open literal-count byte.
     last_copy: usize,
-    /// Per hash: (segment, unit index) of the last position with that hash.
-    table: Vec<(usize, usize)>,
+    /// Per hash: the unit index of the last position with that hash. (The reference also
+    /// keeps the position's segment; it is always the segment holding the position.)
+    table: Vec<u32>,
+    /// Hashes of positions `hashed_from..hashed_from + 4` ([`Units::hash4`]).
+    hashed: [u32; 4],
+    hashed_from: usize,
 }
 
-impl Encoder<'_> {
+impl<U: Units> Encoder<'_, U> {
+    #[inline(always)]
     fn same(&self, a: usize, b: usize) -> bool {
-        self.unit.key(self.px[a]) == self.unit.key(self.px[b])
+        self.px.key(a) == self.px.key(b)
     }
 
-    fn hash(&self, i: usize) -> usize {
-        let mut h: u32 = 5381;
-        let mut mix = |c: u32| h = (h << 5).wrapping_add(h) ^ c;
-        for &v in &self.px[i..i + 3] {
-            match self.unit {
-                Unit::Byte => mix(v),
-                Unit::Rgb16 => {
-                    mix(v & 0xff);
-                    mix((v >> 8) & 0x7f);
-                }
-                Unit::Rgb => {
-                    mix((v >> 16) & 0xff);
-                    mix((v >> 8) & 0xff);
-                    mix(v & 0xff);
-                }
-            }
+    /// [`Units::hash`] of position `i`. Within a stretch of literals (`literals`: the previous
+    /// position was one), probes are consecutive: their hashes are computed four at a time;
+    /// after a match, the two positions hashed and the next probe are.
+    #[inline(always)]
+    fn probe_hash(&mut self, i: usize, literals: bool) -> usize {
+        let k = i.wrapping_sub(self.hashed_from);
+        if k < 4 {
+            return self.hashed[k] as usize;
         }
-        (h as usize) & (HASH_SIZE - 1)
+        if literals && i + 6 <= self.px.count() {
+            self.hashed = self.px.hash4(i);
+            self.hashed_from = i;
+            return self.hashed[0] as usize;
+        }
+        self.px.hash(i)
     }
 
-    fn literal(&mut self, i: usize) {
-        let v = self.px[i];
-        match self.unit {
-            Unit::Byte => self.out.push(v as u8),
-            Unit::Rgb16 => self.out.extend_from_slice(&[(v >> 8) as u8, v as u8]),
-            Unit::Rgb => self
-                .out
-                .extend_from_slice(&[v as u8, (v >> 8) as u8, (v >> 16) as u8]),
+    /// End of the segment holding unit `r` (`cur` is the current one, the likely answer).
+    fn seg_end(&self, r: usize, cur: (usize, usize)) -> usize {
+        if r >= cur.0 {
+            return cur.1;
         }
+        let i = self.segs.partition_point(|&(_, e)| e <= r);
+        self.segs.get(i).map_or(cur.1, |s| s.1)
     }
 
     fn open_copy(&mut self, count: u8) {
@@ -213,6 +447,17 @@ impl Encoder<'_> {
             self.out[self.last_copy] = (copy - 1) as u8;
         } else {
             self.out.pop();
+        }
+    }
+
+    /// One literal, continuing the open literal run of `copy` units.
+    #[inline(always)]
+    fn literal(&mut self, i: usize, copy: &mut usize) {
+        self.px.literal(i, &mut self.out);
+        *copy += 1;
+        if *copy == MAX_COPY {
+            *copy = 0;
+            self.open_copy((MAX_COPY - 1) as u8);
         }
     }
 
@@ -250,176 +495,198 @@ impl Encoder<'_> {
             if e > s {
                 self.open_copy((e - s - 1) as u8);
                 for i in s..e {
-                    self.literal(i);
+                    self.px.literal(i, &mut self.out);
                 }
             }
             si += 1;
         }
         let Some(&(s, _)) = segs.get(si) else { return };
-        self.table = vec![(si, s); HASH_SIZE];
+        self.table = vec![s as u32; HASH_SIZE];
         self.open_copy((MAX_COPY - 1) as u8);
-        self.literal(s);
-        self.literal(s + 1);
+        self.px.literal(s, &mut self.out);
+        self.px.literal(s + 1, &mut self.out);
         self.compress_segment(si, s + 2, 2);
         for (sj, &(start, _)) in segs.iter().enumerate().skip(si + 1) {
             self.compress_segment(sj, start, 0);
         }
     }
 
+    /// A match for the units at `a` (segment `seg`): (distance, position after the probed
+    /// units, reference after them, the reference segment's end).
+    #[inline(always)]
+    fn probe(
+        &mut self,
+        a: usize,
+        seg: (usize, usize),
+        literals: bool,
+    ) -> Option<(usize, usize, usize, usize)> {
+        if a > seg.0 && self.same(a - 1, a) && self.same(a, a + 1) && self.same(a + 1, a + 2) {
+            return Some((1, a + 3, a + 2, seg.1));
+        }
+        let h = self.probe_hash(a, literals);
+        let r = self.table[h] as usize;
+        self.table[h] = a as u32;
+        let distance = a - r;
+        if distance == 0 || distance >= MAX_FAR_DISTANCE {
+            return None;
+        }
+        let min = U::KIND.min_match();
+        if !(0..min).all(|k| self.same(r + k, a + k)) {
+            return None;
+        }
+        let (mut r, mut p) = (r + min, a + min);
+        let ref_end = self.seg_end(r - min, seg);
+        if distance >= MAX_DISTANCE {
+            // Far references need two more matching units (one for RGB types).
+            let extra = if U::KIND == Unit::Byte { 2 } else { 1 };
+            if r + extra > ref_end || !(0..extra).all(|k| self.same(r + k, p + k)) {
+                return None;
+            }
+            r += extra;
+            p += extra;
+        }
+        Some((distance, p, r, ref_end))
+    }
+
     fn compress_segment(&mut self, si: usize, from: usize, mut copy: usize) {
         let (s, e) = self.segs[si];
-        let (s, e) = (s as isize, e as isize);
-        let bound = e - 2;
-        let limit = e - 6;
-        let unit = self.unit;
+        let bound = e as isize - 2;
+        let limit = e as isize - 6;
         if copy == 0 {
             self.open_copy((MAX_COPY - 1) as u8);
         }
         let mut ip = from as isize;
+        // Whether the previous position was a literal.
+        let mut literals = false;
         while ip < limit {
             let anchor = ip;
             let a = anchor as usize;
-            // Find a match: (distance, ip after the probed units, ref after them, ref's end).
-            let found = 'probe: {
-                if ip > s && self.same(a - 1, a) && self.same(a, a + 1) && self.same(a + 1, a + 2) {
-                    break 'probe Some((1, a + 3, a + 2, e as usize));
-                }
-                let h = self.hash(a);
-                let (rseg, r) = self.table[h];
-                let ref_end = self.segs[rseg].1;
-                self.table[h] = (si, a);
-                let distance = a - r;
-                if distance == 0 || distance >= MAX_FAR_DISTANCE {
-                    break 'probe None;
-                }
-                let (mut r, mut p) = (r, a);
-                for _ in 0..unit.min_match() {
-                    if !self.same(r, p) {
-                        break 'probe None;
-                    }
-                    r += 1;
-                    p += 1;
-                }
-                if distance >= MAX_DISTANCE {
-                    // Far references need two more matching units (one for RGB types).
-                    let extra = if unit == Unit::Byte { 2 } else { 1 };
-                    if r + extra > ref_end {
-                        break 'probe None;
-                    }
-                    for _ in 0..extra {
-                        if !self.same(r, p) {
-                            break 'probe None;
-                        }
-                        r += 1;
-                        p += 1;
-                    }
-                }
-                Some((distance, p, r, ref_end))
-            };
-            let Some((distance, mut p, mut r, ref_end)) = found else {
-                self.literal(a);
+            let Some((distance, mut p, r, ref_end)) = self.probe(a, (s, e), literals) else {
+                self.literal(a, &mut copy);
                 ip = anchor + 1;
-                copy += 1;
-                if copy == MAX_COPY {
-                    copy = 0;
-                    self.open_copy((MAX_COPY - 1) as u8);
-                }
+                literals = true;
                 continue;
             };
+            literals = false;
             let distance = distance - 1;
             let bound_u = bound as usize;
-            if distance == 0 {
-                let x = unit.key(self.px[r]);
-                while p < bound_u && r < ref_end {
-                    r += 1;
-                    if unit.key(self.px[r - 1]) != x {
-                        break;
-                    }
-                    p += 1;
-                }
-            } else {
-                while p < bound_u && r < ref_end {
-                    let eq = self.same(r, p);
-                    r += 1;
-                    p += 1;
-                    if !eq {
-                        break;
-                    }
+            // Extend the match. `p` ends one past the first mismatch (or at the bound).
+            if p < bound_u && r < ref_end {
+                if distance == 0 {
+                    // A run: unit `p - 1` onwards against the repeated unit, while
+                    // `p < bound` and `p - 1 < ref_end`.
+                    let n = (bound_u - p).min(ref_end - (p - 1));
+                    let k = self.px.mismatch_value(p - 1, self.px.key(r), n);
+                    p += k;
+                } else {
+                    let n = (bound_u - p).min(ref_end - r);
+                    let k = self.px.mismatch(r, p, n);
+                    p += if k < n { k + 1 } else { n };
                 }
             }
             self.close_copy(copy);
             copy = 0;
-            // `p` is one past the first mismatch (or at the bound); back off by three units
-            // and bias the length by the type's minimum match.
+            // Back off by three units and bias the length by the type's minimum match.
             let mut ip2 = p as isize - 3;
             let len = ip2 - anchor
-                + match unit {
+                + match U::KIND {
                     Unit::Byte => 0,
                     Unit::Rgb16 => 1,
                     Unit::Rgb => 2,
                 };
             self.emit_match(len as usize, distance);
-            if unit == Unit::Byte || ip2 > anchor {
-                let h = self.hash(ip2 as usize);
-                self.table[h] = (si, ip2 as usize);
+            // Hash the two positions before the next probe and that probe's together.
+            let i2 = ip2 as usize;
+            if i2 + 6 <= self.px.count() {
+                self.hashed = self.px.hash4(i2);
+                self.hashed_from = i2;
+            }
+            if U::KIND == Unit::Byte || ip2 > anchor {
+                let h = self.probe_hash(i2, false);
+                self.table[h] = ip2 as u32;
             }
             ip2 += 1;
-            if unit != Unit::Rgb || ip2 > anchor {
-                let h = self.hash(ip2 as usize);
-                self.table[h] = (si, ip2 as usize);
+            if U::KIND != Unit::Rgb || ip2 > anchor {
+                let h = self.probe_hash(i2 + 1, false);
+                self.table[h] = ip2 as u32;
             }
             ip = ip2 + 1;
             self.open_copy((MAX_COPY - 1) as u8);
         }
-        while ip < e {
-            self.literal(ip as usize);
+        while ip < e as isize {
+            self.literal(ip as usize, &mut copy);
             ip += 1;
-            copy += 1;
-            if copy == MAX_COPY {
-                copy = 0;
-                self.open_copy((MAX_COPY - 1) as u8);
-            }
         }
         self.close_copy(copy);
     }
 }
 
-/// Units of one stream of `img` and their kind.
-fn units(img: &Pixmap, ty: ImageType, alpha_pass: bool) -> (Unit, Vec<u32>) {
-    let mut px = Vec::new();
-    let rows = (0..img.height()).map(|y| img.row(y));
-    if alpha_pass {
-        for row in rows {
-            px.extend(row.chunks_exact(4).map(|p| p[3] as u32));
+/// Compress one stream of units in segments `segs`, appending to `out`.
+fn compress<U: Units>(px: U, segs: &[(usize, usize)], out: Vec<u8>) -> Vec<u8> {
+    let mut enc = Encoder {
+        px,
+        segs,
+        out,
+        last_copy: 0,
+        table: Vec::new(),
+        hashed: [0; 4],
+        // Far from any position (`i - hashed_from` wraps to a large number).
+        hashed_from: usize::MAX / 2,
+    };
+    enc.compress();
+    enc.out
+}
+
+/// The rows of `img` joined (without stride padding): borrowed when already so.
+fn tight_rows(img: &Pixmap) -> std::borrow::Cow<'_, [u8]> {
+    let rb = img.row_bytes();
+    let n = rb * img.height() as usize;
+    if img.stride() == rb || img.height() <= 1 {
+        std::borrow::Cow::Borrowed(&img.data()[..n.min(img.data().len())])
+    } else {
+        let mut v = Vec::with_capacity(n);
+        for y in 0..img.height() {
+            v.extend_from_slice(img.row(y));
         }
-        return (Unit::Byte, px);
+        std::borrow::Cow::Owned(v)
+    }
+}
+
+/// Compress one stream of `img` (the alpha bytes if `alpha_pass`) and append it to `out`.
+fn compress_stream(
+    img: &Pixmap,
+    ty: ImageType,
+    alpha_pass: bool,
+    segs: &[(usize, usize)],
+    out: Vec<u8>,
+) -> Vec<u8> {
+    if alpha_pass {
+        let a: Vec<u8> = (0..img.height())
+            .flat_map(|y| img.row(y).chunks_exact(4).map(|p| p[3]))
+            .collect();
+        return compress(Bytes(&a), segs, out);
     }
     match ty {
         ImageType::Rgb16 => {
-            for row in rows {
-                px.extend(
-                    row.chunks_exact(2)
-                        .map(|p| u16::from_le_bytes([p[0], p[1]]) as u32),
-                );
-            }
-            (Unit::Rgb16, px)
+            let px: Vec<u16> = (0..img.height())
+                .flat_map(|y| {
+                    (img.row(y).chunks_exact(2)).map(|p| u16::from_le_bytes([p[0], p[1]]))
+                })
+                .collect();
+            compress(Rgb16(&px), segs, out)
         }
-        ImageType::Rgb24 | ImageType::Rgb32 | ImageType::Rgba => {
-            let bpp = if ty == ImageType::Rgb24 { 3 } else { 4 };
-            for row in rows {
-                px.extend(
-                    row.chunks_exact(bpp)
-                        .map(|p| p[0] as u32 | (p[1] as u32) << 8 | (p[2] as u32) << 16),
-                );
-            }
-            (Unit::Rgb, px)
+        ImageType::Rgb24 => {
+            let px: Vec<u8> = (0..img.height())
+                .flat_map(|y| {
+                    img.row(y)
+                        .chunks_exact(3)
+                        .flat_map(|p| [p[0], p[1], p[2], 0])
+                })
+                .collect();
+            compress(Bgrx(&px), segs, out)
         }
-        _ => {
-            for row in rows {
-                px.extend(row.iter().map(|&b| b as u32));
-            }
-            (Unit::Byte, px)
-        }
+        ImageType::Rgb32 | ImageType::Rgba => compress(Bgrx(&tight_rows(img)), segs, out),
+        _ => compress(Bytes(&tight_rows(img)), segs, out),
     }
 }
 
@@ -477,17 +744,7 @@ fn encode_impl(
         _ => &[false],
     };
     for &alpha in passes {
-        let (unit, px) = units(img, ty, alpha);
-        let mut enc = Encoder {
-            unit,
-            px: &px,
-            segs: &segs,
-            out,
-            last_copy: 0,
-            table: Vec::new(),
-        };
-        enc.compress();
-        out = enc.out;
+        out = compress_stream(img, ty, alpha, &segs, out);
     }
     Ok(out)
 }
@@ -582,14 +839,15 @@ fn corrupt(what: &'static str) -> CodecError {
     CodecError::Corrupt { codec: CODEC, what }
 }
 
-/// Decode one stream of `out.len()` units; `literal` reads one literal unit.
-fn decompress<T: Copy>(
+/// Decode one stream of units of `U` bytes into `out` (`out.len() / U` units); a literal
+/// takes `L` input bytes, stored by `literal` into its unit.
+fn decompress<const U: usize, const L: usize>(
     r: &mut Input,
-    out: &mut [T],
+    out: &mut [u8],
     min_match: usize,
-    mut literal: impl FnMut(&mut Input) -> Result<T, CodecError>,
+    literal: impl Fn(&[u8], &mut [u8]),
 ) -> Result<(), CodecError> {
-    let n = out.len();
+    let n = out.len() / U;
     let mut op = 0;
     while op < n {
         let ctrl = r.byte()? as usize;
@@ -620,22 +878,76 @@ fn decompress<T: Copy>(
             if ofs > op {
                 return Err(corrupt("reference before the start of the image"));
             }
-            for i in op..op + len {
-                out[i] = out[i - ofs];
-            }
+            copy_back(out, op * U, ofs * U, len * U);
             op += len;
         } else {
             let count = ctrl + 1;
             if op + count > n {
                 return Err(corrupt("literals past the end of the image"));
             }
-            for slot in &mut out[op..op + count] {
-                *slot = literal(r)?;
+            let src = r
+                .data
+                .get(r.pos..r.pos + count * L)
+                .ok_or(CodecError::Truncated { codec: CODEC })?;
+            r.pos += count * L;
+            let dst = &mut out[op * U..(op + count) * U];
+            for (o, i) in dst.chunks_exact_mut(U).zip(src.chunks_exact(L)) {
+                literal(i, o);
             }
             op += count;
         }
     }
     Ok(())
+}
+
+/// `out[dst..dst + len]` = the bytes `dist` before them, as a byte-by-byte copy forwards
+/// would make them (repeating the last `dist` bytes when `dist < len`).
+#[inline]
+fn copy_back(out: &mut [u8], dst: usize, dist: usize, len: usize) {
+    let src = dst - dist;
+    if len <= 64 && dist >= 16 && dst + len + 16 <= out.len() {
+        // Short copies (most of them) in 16-byte blocks, writing up to 15 bytes past the
+        // end, which are not decoded yet (they are overwritten later). Each block's source
+        // is complete before it is read.
+        for k in (0..len).step_by(16) {
+            let block: [u8; 16] = out[src + k..src + k + 16].try_into().unwrap_or_default();
+            out[dst + k..dst + k + 16].copy_from_slice(&block);
+        }
+        return;
+    }
+    if (dist == 4 || dist == 1) && dst + len + 16 <= out.len() {
+        // A run of a 32-bit pixel or of a byte: 16 bytes of it at a time (the last block
+        // may go past the end, as above).
+        let v = if dist == 4 {
+            le32(&out[src..src + 4])
+        } else {
+            out[src] as u32 * 0x0101_0101
+        };
+        let pat = (v as u128 * 0x0000_0001_0000_0001_0000_0001_0000_0001).to_le_bytes();
+        for k in (0..len).step_by(16) {
+            out[dst + k..dst + k + 16].copy_from_slice(&pat);
+        }
+        return;
+    }
+    if dist < 16 && len <= 64 {
+        // A short repeat of another short pattern, byte by byte.
+        for j in 0..len {
+            out[dst + j] = out[src + j];
+        }
+        return;
+    }
+    if dist >= len {
+        out.copy_within(src..src + len, dst);
+        return;
+    }
+    // The bytes from `src` on repeat with period `dist`: copy from `src` in blocks that
+    // double (each a whole number of periods but the last).
+    let mut done = 0;
+    while done < len {
+        let n = (done + dist).min(len - done);
+        out.copy_within(src..src + n, dst + done);
+        done += n;
+    }
 }
 
 /// The header of an LZ payload, checked as the reference checks it.
@@ -728,52 +1040,36 @@ pub fn decode_with(data: &[u8], limits: &Limits) -> Result<LzImage, CodecError> 
             limit: limits.max_pixels,
         });
     }
-    let mut img = Pixmap::new(w, h, fmt, limits.max_pixels)?;
+    // Decoded straight into the pixmap's (tightly packed) rows.
+    let mut px = Pixmap::new(w, h, fmt, limits.max_pixels)?.into_data();
     let n = units as usize;
     match ty {
-        ImageType::Rgb24 | ImageType::Rgb32 | ImageType::Rgba => {
-            let mut px = vec![[0u8; 3]; n];
-            decompress(&mut r, &mut px, 1, |r| {
-                Ok([r.byte()?, r.byte()?, r.byte()?])
-            })?;
-            let bpp = if ty == ImageType::Rgb24 { 3 } else { 4 };
-            let mut alpha = Vec::new();
+        ImageType::Rgb24 => {
+            decompress::<3, 3>(&mut r, &mut px, 1, |i, o| o.copy_from_slice(i))?;
+        }
+        ImageType::Rgb32 | ImageType::Rgba => {
+            // The X byte stays 0 (references copy whole pixels).
+            decompress::<4, 3>(&mut r, &mut px, 1, |i, o| o[..3].copy_from_slice(i))?;
             if ty == ImageType::Rgba {
-                alpha = vec![0u8; n];
-                decompress(&mut r, &mut alpha, 3, |r| r.byte())?;
-            }
-            let mut i = 0;
-            for y in 0..h {
-                for p in img.row_mut(y).chunks_exact_mut(bpp) {
-                    p[..3].copy_from_slice(&px[i]);
-                    if let Some(&a) = alpha.get(i) {
-                        p[3] = a;
-                    }
-                    i += 1;
+                let mut alpha = vec![0u8; n];
+                decompress::<1, 1>(&mut r, &mut alpha, 3, |i, o| o[0] = i[0])?;
+                for (p, &a) in px.chunks_exact_mut(4).zip(&alpha) {
+                    p[3] = a;
                 }
             }
         }
         ImageType::Rgb16 => {
-            let mut px = vec![0u16; n];
-            decompress(&mut r, &mut px, 2, |r| {
-                Ok(u16::from_be_bytes([r.byte()?, r.byte()?]))
+            // Big endian in the stream, little endian in the pixmap.
+            decompress::<2, 2>(&mut r, &mut px, 2, |i, o| {
+                o.copy_from_slice(&[i[1], i[0]]);
             })?;
-            for (y, row) in (0..h).zip(px.chunks_exact(w as usize)) {
-                for (p, v) in img.row_mut(y).chunks_exact_mut(2).zip(row) {
-                    p.copy_from_slice(&v.to_le_bytes());
-                }
-            }
         }
         _ => {
             // Palette bytes, A8, XXXA: one byte a unit, `row_bytes` units a row.
-            let mut px = vec![0u8; n];
-            decompress(&mut r, &mut px, 3, |r| r.byte())?;
-            let rb = img.row_bytes();
-            for (y, row) in (0..h).zip(px.chunks_exact(rb)) {
-                img.row_mut(y).copy_from_slice(row);
-            }
+            decompress::<1, 1>(&mut r, &mut px, 3, |i, o| o[0] = i[0])?;
         }
     }
+    let img = Pixmap::from_data(w, h, fmt, fmt.row_bytes(w) as usize, px)?;
     if r.pos != data.len() {
         return Err(corrupt("data after the end of the image"));
     }

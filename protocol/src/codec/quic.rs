@@ -89,9 +89,11 @@ struct Family {
     escape_suffix_len: [u32; MAX_CODES],
     /// `code_len[value][l]`.
     code_len: [[u8; MAX_CODES]; 256],
-    /// Residual (mod 2^bpc) to its folded non-negative form: 0, -1, 1, -2, ... -> 0, 1, 2, 3...
-    fold: [u8; 256],
-    /// Inverse of `fold` (zero past 2^bpc, as the reference's tables are).
+    /// `code[l << 8 | value]`: the codeword (without its leading zeros) `<< 32 | length`, so
+    /// the encoder writes any value with one table load and no branch.
+    code: [u64; MAX_CODES * 256],
+    /// A folded residual (0, 1, 2, 3, ... for 0, -1, 1, -2, ...) back to the residual mod
+    /// 2^bpc (zero past 2^bpc, as the reference's tables are).
     unfold: [u8; 256],
     /// Context value (a neighbour's folded residual) to model bucket.
     bucket_of: [u8; 256],
@@ -124,7 +126,7 @@ const fn make_family(bpc: u32) -> Family {
         escape_window_max: [0; MAX_CODES],
         escape_suffix_len: [0; MAX_CODES],
         code_len: [[0; MAX_CODES]; 256],
-        fold: [0; 256],
+        code: [0; MAX_CODES * 256],
         unfold: [0; 256],
         bucket_of: [0; 256],
     };
@@ -147,17 +149,21 @@ const fn make_family(bpc: u32) -> Family {
             } else {
                 (prefix + suffix) as u8
             };
+            // A Golomb-Rice codeword is `v >> l` zeros, a one, then the low `l` bits of `v`;
+            // the escape is `prefix` zeros, then `v - n_gr` in `suffix` bits.
+            let i = (l << 8 | v) as usize;
+            if v < n_gr {
+                let word = (1 << l) | (v & low_bits(l));
+                f.code[i] = (word as u64) << 32 | ((v >> l) + l + 1) as u64;
+            } else if v <= mask {
+                f.code[i] = ((v - n_gr) as u64) << 32 | (prefix + suffix) as u64;
+            }
             v += 1;
         }
         l += 1;
     }
     let mut s = 0;
     while s <= mask {
-        f.fold[s as usize] = if s <= mask >> 1 {
-            (s << 1) as u8
-        } else {
-            (((mask - s) << 1) + 1) as u8
-        };
         f.unfold[s as usize] = if s & 1 == 1 {
             (mask - (s >> 1)) as u8
         } else {
@@ -303,22 +309,68 @@ impl State {
 // ---------------------------------------------------------------------------------------------
 // Bit IO.
 
+/// The encoder's bit sink: codewords go most significant bit first into a 64-bit accumulator
+/// (pending bits left-aligned, fewer than 32 between calls); every [`BitWriter::put`] stores
+/// the accumulator's top word at the write position and advances past it only once it is
+/// full, so there is no data-dependent branch. The buffer is grown ahead of each row
+/// ([`BitWriter::reserve`]), so the store never reallocates.
+#[derive(Default)]
 struct BitWriter {
-    out: Vec<u8>,
+    words: Vec<u32>,
+    /// Whole words written.
+    pos: usize,
     acc: u64,
     bits: u32,
 }
 
 impl BitWriter {
+    fn new(capacity_bytes: usize) -> BitWriter {
+        BitWriter {
+            words: Vec::with_capacity(capacity_bytes / 4 + 16),
+            pos: 0,
+            acc: 0,
+            bits: 0,
+        }
+    }
+
+    /// Make room for `bytes` more bytes of output.
+    fn reserve(&mut self, bytes: usize) {
+        let need = self.pos + bytes / 4 + 2;
+        if self.words.len() < need {
+            // Amortised growth; only the new words are zeroed.
+            self.words.resize(need, 0);
+        }
+    }
+
+    /// Append the low `len` bits of `value` (`1 <= len <= 32`, `value < 2^len`).
+    #[inline(always)]
     fn put(&mut self, value: u32, len: u32) {
-        debug_assert!((1..=32).contains(&len));
-        self.acc = (self.acc << len) | value as u64;
+        debug_assert!((1..=32).contains(&len) && (len == 32 || value >> len == 0));
+        self.acc |= (value as u64) << (64 - self.bits - len);
         self.bits += len;
-        if self.bits >= 32 {
-            self.bits -= 32;
-            let word = (self.acc >> self.bits) as u32;
-            self.out.extend_from_slice(&word.to_le_bytes());
-            self.acc &= (1u64 << self.bits) - 1;
+        if let Some(w) = self.words.get_mut(self.pos) {
+            *w = (self.acc >> 32) as u32;
+        }
+        // 1 if the top word is complete, else 0.
+        let full = self.bits >> 5;
+        self.pos += full as usize;
+        self.acc <<= 32 * full;
+        self.bits &= 31;
+    }
+
+    /// Append codewords from [`Family::code`], in order.
+    #[inline(always)]
+    fn put_codes<const N: usize>(&mut self, codes: [u64; N]) {
+        // The lengths (at most 26 each) add up in the low half without carrying.
+        let total = codes.iter().fold(0u64, |t, &e| t.wrapping_add(e)) as u32;
+        if N > 1 && total <= 32 {
+            // They fit one call: join them.
+            let v = (codes.iter()).fold(0u32, |v, &e| v << (e as u32 & 31) | (e >> 32) as u32);
+            self.put(v, total);
+        } else {
+            for e in codes {
+                self.put((e >> 32) as u32, e as u32);
+            }
         }
     }
 
@@ -332,31 +384,29 @@ impl BitWriter {
         }
     }
 
-    fn golomb(&mut self, fam: &Family, v: u8, l: u8) {
-        let (v, l) = (v as u32, l as u32);
-        let n_gr = fam.n_gr[l as usize];
-        if v < n_gr {
-            self.put((1 << l) | (v & low_bits(l)), (v >> l) + l + 1);
-        } else {
-            self.put(v - n_gr, fam.escape_len[l as usize]);
-        }
-    }
-
     /// Pad the last word with zeros and append one zero word, as the reference does.
     fn finish(mut self) -> Vec<u8> {
+        self.reserve(8);
         if self.bits > 0 {
             let pad = 32 - self.bits;
             self.put(0, pad);
         }
-        self.out.extend_from_slice(&[0; 4]);
-        self.out
+        self.put(0, 32);
+        let mut out = vec![0u8; self.pos * 4];
+        for (o, w) in out.chunks_exact_mut(4).zip(&self.words) {
+            o.copy_from_slice(&w.to_le_bytes());
+        }
+        out
     }
 }
 
 struct BitReader<'a> {
     data: &'a [u8],
-    /// Bits consumed.
-    pos: u64,
+    /// The next bits, most significant first: `avail` of them, more than 32 between calls.
+    acc: u64,
+    avail: u32,
+    /// Byte offset of the next word to load into `acc`.
+    next: usize,
     /// Whole words of input, in bits.
     total: u64,
 }
@@ -367,40 +417,62 @@ impl<'a> BitReader<'a> {
         if total < 32 {
             return Err(CodecError::Truncated { codec: CODEC });
         }
-        Ok(BitReader {
+        let mut r = BitReader {
             data,
-            pos: 0,
+            acc: 0,
+            avail: 0,
+            next: 0,
             total,
-        })
+        };
+        r.refill();
+        r.refill();
+        Ok(r)
     }
 
-    fn word(&self, k: u64) -> u32 {
-        let i = k as usize * 4;
-        match self.data.get(i..i + 4) {
+    /// Load word `next` (0 past the end; [`BitReader::check`] fails before those are read).
+    #[inline(always)]
+    fn refill(&mut self) {
+        let w = match self.data.get(self.next..self.next + 4) {
             Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             None => 0,
-        }
+        };
+        self.acc |= (w as u64) << (32 - self.avail);
+        self.avail += 32;
+        self.next += 4;
     }
 
-    /// The next 32 bits (always inside the input: `eat` keeps it so).
+    /// The next 32 bits.
+    #[inline(always)]
     fn window(&self) -> u32 {
-        let k = self.pos / 32;
-        let sh = (self.pos % 32) as u32;
-        if sh == 0 {
-            self.word(k)
-        } else {
-            (self.word(k) << sh) | (self.word(k + 1) >> (32 - sh))
+        (self.acc >> 32) as u32
+    }
+
+    /// Consume `n` bits (at most 32) without [`BitReader::check`]ing.
+    #[inline(always)]
+    fn skip(&mut self, n: u32) {
+        self.acc <<= n;
+        self.avail -= n;
+        if self.avail <= 32 {
+            self.refill();
         }
     }
 
-    /// Consume `n` bits. Like the reference, fails once the 32-bit look-ahead window would
-    /// extend past the last whole word.
-    fn eat(&mut self, n: u32) -> Result<(), CodecError> {
-        self.pos += n as u64;
-        if self.pos + 32 > self.total {
+    /// Like the reference, fail once the 32-bit look-ahead window extends past the last
+    /// whole word.
+    #[inline(always)]
+    fn check(&self) -> Result<(), CodecError> {
+        let pos = self.next as u64 * 8 - self.avail as u64;
+        if pos + 32 > self.total {
             return Err(CodecError::Truncated { codec: CODEC });
         }
         Ok(())
+    }
+
+    /// Consume `n` bits (at most 32) and [`BitReader::check`].
+    #[inline(always)]
+    fn eat(&mut self, n: u32) -> Result<(), CodecError> {
+        self.skip(n);
+        self.check()
     }
 
     fn read32(&mut self) -> Result<u32, CodecError> {
@@ -410,13 +482,14 @@ impl<'a> BitReader<'a> {
     }
 }
 
+#[inline(always)]
 fn golomb_decode(fam: &Family, l: u8, bits: u32) -> (u32, u32) {
-    let l = l as u32;
+    let l = l as u32 % MAX_CODES as u32;
     let li = l as usize;
     if bits > fam.escape_window_max[li] {
         let zeros = bits.leading_zeros();
         let len = zeros + 1 + l;
-        ((zeros << l) | ((bits >> (32 - len)) & low_bits(l)), len)
+        ((zeros << l) | ((bits >> (32 - len)) & ((1 << l) - 1)), len)
     } else {
         let len = fam.escape_len[li];
         let suffix = (bits >> (32 - len)) & low_bits(fam.escape_suffix_len[li]);
@@ -427,173 +500,56 @@ fn golomb_decode(fam: &Family, l: u8, bits: u32) -> (u32, u32) {
 // ---------------------------------------------------------------------------------------------
 // A group of channels coded together (RGB share one state; alpha and gray have their own).
 
-/// Planar rows of a group: `rows[c][x]`.
-type Planes<const N: usize> = [Vec<u8>; N];
-
-struct Group<const N: usize> {
+/// The adaptive model of a group: per channel, the best code of each context bucket and the
+/// code-length counters behind it, and the adaptation state.
+struct Model<const N: usize> {
     fam: &'static Family,
     st: State,
     best: [[u8; MAX_BUCKETS]; N],
     counters: [[[u32; MAX_CODES]; MAX_BUCKETS]; N],
-    /// Folded residuals of the current row: `ctx[c][x + 1]` is pixel `x`'s; `ctx[c][0]` is the
-    /// context of pixel 0 (0 on the first row, then pixel 0's of the row above).
-    ctx: [Vec<u8>; N],
-    width: usize,
 }
 
-impl<const N: usize> Group<N> {
-    fn new(fam: &'static Family, width: usize) -> Self {
+impl<const N: usize> Model<N> {
+    fn new(fam: &'static Family) -> Self {
         let start = (fam.bpc - 1) as u8;
-        Group {
+        Model {
             fam,
             st: State::new(),
             best: [[start; MAX_BUCKETS]; N],
             counters: [[[0; MAX_CODES]; MAX_BUCKETS]; N],
-            ctx: core::array::from_fn(|_| vec![0; width + 1]),
-            width,
         }
     }
 
-    fn start_row(&mut self, first: bool) {
-        for c in &mut self.ctx {
-            c[0] = if first { 0 } else { c[1] };
-        }
-    }
-
-    /// Code for pixel `x` of channel `c`, chosen by the context of its left neighbour.
-    fn code_for(&self, c: usize, x: usize) -> u8 {
-        self.best[c][self.fam.bucket_of[self.ctx[c][x] as usize] as usize]
-    }
-
-    fn update_model(&mut self, x: usize) {
+    /// Account for value `val` of channel `c` coded in context `ctx`, for a family of `BPC`
+    /// bits (so that the loop over its codes unrolls).
+    #[inline(always)]
+    fn update_bpc<const BPC: u32>(&mut self, c: usize, ctx: u8, val: u8) {
+        let bpc = BPC as usize;
         let fam = self.fam;
-        let bpc = fam.bpc as usize;
-        for c in 0..N {
-            let bucket = fam.bucket_of[self.ctx[c][x] as usize] as usize;
-            let val = self.ctx[c][x + 1] as usize;
-            let cnt = &mut self.counters[c][bucket];
-            let lens = &fam.code_len[val];
-            let mut best = bpc - 1;
-            cnt[best] = cnt[best].wrapping_add(lens[best] as u32);
-            let mut best_len = cnt[best];
-            for l in (0..bpc - 1).rev() {
-                cnt[l] = cnt[l].wrapping_add(lens[l] as u32);
-                if cnt[l] < best_len {
-                    best = l;
-                    best_len = cnt[l];
-                }
+        let bucket = fam.bucket_of[ctx as usize] as usize % MAX_BUCKETS;
+        let cnt = &mut self.counters[c][bucket];
+        let lens = &fam.code_len[val as usize];
+        let mut best = bpc - 1;
+        cnt[best] = cnt[best].wrapping_add(lens[best] as u32);
+        let mut best_len = cnt[best];
+        for l in (0..bpc - 1).rev() {
+            cnt[l] = cnt[l].wrapping_add(lens[l] as u32);
+            if cnt[l] < best_len {
+                best = l;
+                best_len = cnt[l];
             }
-            self.best[c][bucket] = best as u8;
-            if best_len > self.st.trigger {
-                for v in &mut cnt[..bpc] {
-                    *v >>= 1;
-                }
+        }
+        self.best[c][bucket] = best as u8;
+        if best_len > self.st.trigger {
+            for v in &mut cnt[..bpc] {
+                *v >>= 1;
             }
         }
     }
 
-    fn predict(&self, prev: Option<&Planes<N>>, cur: &Planes<N>, c: usize, x: usize) -> u32 {
-        match (prev, x) {
-            (None, 0) => 0,
-            (None, _) => cur[c][x - 1] as u32,
-            (Some(p), 0) => p[c][0] as u32,
-            (Some(p), _) => (cur[c][x - 1] as u32 + p[c][x] as u32) >> 1,
-        }
-    }
-
-    fn same(rows: &Planes<N>, a: usize, b: usize) -> bool {
-        rows.iter().all(|r| r[a] == r[b])
-    }
-
-    /// Whether a run starts at `x` (both coders decide it from already-known pixels).
-    fn run_starts(prev: Option<&Planes<N>>, cur: &Planes<N>, x: usize, run_index: usize) -> bool {
-        match prev {
-            Some(p) => {
-                x > 2 && run_index != x && Self::same(p, x - 1, x) && Self::same(cur, x - 1, x - 2)
-            }
-            None => false,
-        }
-    }
-
-    /// Split a row into segments at wait-mask index changes and code each with `seg`.
-    fn for_segments<E>(
-        &mut self,
-        mut seg: impl FnMut(&mut Self, usize, usize, u32) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut pos = 0usize;
-        let mut left = self.width as u32;
-        while self.st.wait_index < WAIT_INDEX_MAX && self.st.wait_index_left <= left {
-            let n = self.st.wait_index_left;
-            if n > 0 {
-                seg(self, pos, pos + n as usize, low_bits(self.st.wait_index))?;
-                left -= n;
-                pos += n as usize;
-            }
-            self.st.next_wait_index();
-        }
-        if left > 0 {
-            seg(self, pos, pos + left as usize, low_bits(self.st.wait_index))?;
-            if self.st.wait_index < WAIT_INDEX_MAX {
-                self.st.wait_index_left -= left;
-            }
-        }
-        Ok(())
-    }
-
-    fn encode_row(&mut self, w: &mut BitWriter, prev: Option<&Planes<N>>, cur: &Planes<N>) {
-        self.start_row(prev.is_none());
-        let _ = self.for_segments::<()>(|g, start, end, mask| {
-            g.encode_segment(w, prev, cur, start, end, mask);
-            Ok(())
-        });
-    }
-
-    fn encode_segment(
-        &mut self,
-        w: &mut BitWriter,
-        prev: Option<&Planes<N>>,
-        cur: &Planes<N>,
-        start: usize,
-        end: usize,
-        mask: u32,
-    ) {
-        let fam = self.fam;
-        let mut x = start;
-        let mut stop = x + self.st.wait as usize;
-        let mut run_index = 0;
-        while x < end {
-            if Self::run_starts(prev, cur, x, run_index) {
-                run_index = x;
-                let wait = stop - x;
-                let mut run = 0u32;
-                while Self::same(cur, x, x - 1) {
-                    run += 1;
-                    x += 1;
-                    if x == end {
-                        self.encode_run(w, run);
-                        self.st.wait = wait as u32;
-                        return;
-                    }
-                }
-                self.encode_run(w, run);
-                stop = x + wait;
-                continue;
-            }
-            for c in 0..N {
-                let pred = self.predict(prev, cur, c, x);
-                let d = fam.fold[((cur[c][x] as u32).wrapping_sub(pred) & fam.mask) as usize];
-                self.ctx[c][x + 1] = d;
-                w.golomb(fam, d, self.code_for(c, x));
-            }
-            if x == stop {
-                self.update_model(x);
-                stop = x + 1 + (self.st.random() & mask) as usize;
-            }
-            x += 1;
-        }
-        self.st.wait = (stop - end) as u32;
-    }
-
+    /// Code a run of `run` pixels: a one for every 2^RUN_ORDER[state] pixels (the state
+    /// growing after each), then a zero and the rest in RUN_ORDER[state] bits.
+    #[inline(always)]
     fn encode_run(&mut self, w: &mut BitWriter, mut run: u32) {
         let mut hits = 0;
         while run >= 1 << self.st.run_bits() {
@@ -601,158 +557,581 @@ impl<const N: usize> Group<N> {
             run -= 1 << self.st.run_bits();
             self.st.run_grow();
         }
-        w.ones(hits);
-        w.put(run, self.st.run_bits() + 1);
+        let len = self.st.run_bits() + 1;
+        if hits + len <= 32 {
+            w.put(low_bits(hits) << len | run, hits + len);
+        } else {
+            w.ones(hits);
+            w.put(run, len);
+        }
         self.st.run_shrink();
     }
+}
 
+/// Split a row of `width` pixels into segments at wait-mask index changes and code each with
+/// `seg(group, start, end, wait mask)`.
+fn for_segments<G, E>(
+    g: &mut G,
+    st: fn(&mut G) -> &mut State,
+    width: usize,
+    mut seg: impl FnMut(&mut G, usize, usize, u32) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut pos = 0usize;
+    let mut left = width as u32;
+    while st(g).wait_index < WAIT_INDEX_MAX && st(g).wait_index_left <= left {
+        let n = st(g).wait_index_left;
+        if n > 0 {
+            let mask = low_bits(st(g).wait_index);
+            seg(g, pos, pos + n as usize, mask)?;
+            left -= n;
+            pos += n as usize;
+        }
+        st(g).next_wait_index();
+    }
+    if left > 0 {
+        let mask = low_bits(st(g).wait_index);
+        seg(g, pos, pos + left as usize, mask)?;
+        let s = st(g);
+        if s.wait_index < WAIT_INDEX_MAX {
+            s.wait_index_left -= left;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decoder's side of a group: rows of packed pixels (as the encoder's, a channel a byte,
+// see [`Selector::shift`]), so that prediction works on all channels at once and run
+// detection is one compare per pixel.
+
+/// Per-byte `floor((a + b) / 2)`.
+#[inline(always)]
+fn avg_bytes(a: u32, b: u32) -> u32 {
+    (a & b) + (((a ^ b) & 0xfefe_fefe) >> 1)
+}
+
+struct DecGroup<const N: usize, const BPC: u32> {
+    s: Selector<N, BPC>,
+    /// Folded residuals of the current row, as [`EncGroup::ctx`].
+    ctx: Vec<u32>,
+    width: usize,
+}
+
+impl<const N: usize, const BPC: u32> DecGroup<N, BPC> {
+    const FAM: &'static Family = if BPC == 5 { &FAMILY_5 } else { &FAMILY_8 };
+
+    fn new(width: usize) -> Self {
+        DecGroup {
+            s: Selector::new(),
+            ctx: vec![0; width + 1],
+            width,
+        }
+    }
+
+    /// Decode a row into `cur` (`prev`: the row above, none for the first).
     fn decode_row(
         &mut self,
         r: &mut BitReader,
-        prev: Option<&Planes<N>>,
-        cur: &mut Planes<N>,
+        prev: Option<&[u32]>,
+        cur: &mut [u32],
     ) -> Result<(), CodecError> {
-        self.start_row(prev.is_none());
-        self.for_segments(|g, start, end, mask| g.decode_segment(r, prev, cur, start, end, mask))
+        self.ctx[0] = if prev.is_none() { 0 } else { self.ctx[1] };
+        let width = self.width;
+        for_segments(
+            self,
+            |g| &mut g.s.m.st,
+            width,
+            |g, start, end, mask| match prev {
+                Some(prev) => g.decode_segment::<false>(r, prev, cur, start, end, mask),
+                None => g.decode_segment::<true>(r, &[], cur, start, end, mask),
+            },
+        )
     }
 
-    fn decode_segment(
+    /// Decode pixels `start..end` of a row. `FIRST`: the image's first row (predicted from
+    /// the left only, no runs; `prev` is empty).
+    fn decode_segment<const FIRST: bool>(
         &mut self,
         r: &mut BitReader,
-        prev: Option<&Planes<N>>,
-        cur: &mut Planes<N>,
+        prev: &[u32],
+        cur: &mut [u32],
         start: usize,
         end: usize,
         mask: u32,
     ) -> Result<(), CodecError> {
-        let fam = self.fam;
+        let fam = Self::FAM;
+        let mut ctx_row = core::mem::take(&mut self.ctx);
+        let ctxs = &mut ctx_row[..=end];
+        let cur = &mut cur[..end];
         let mut x = start;
-        let mut stop = x + self.st.wait as usize;
+        let mut stop = x + self.s.m.st.wait as usize;
         let mut run_index = 0;
-        while x < end {
-            if Self::run_starts(prev, cur, x, run_index) {
+        let mut ctx = ctxs[x];
+        let result = loop {
+            if x >= end {
+                self.s.m.st.wait = (stop - end) as u32;
+                break Ok(());
+            }
+            if !FIRST
+                && x > 2
+                && run_index != x
+                && prev[x - 1] == prev[x]
+                && cur[x - 1] == cur[x - 2]
+            {
                 run_index = x;
                 let wait = stop - x;
-                let run = self.decode_run(r, (end - x) as u64)? as usize;
-                for c in cur.iter_mut() {
-                    let v = c[x - 1];
-                    c[x..x + run].fill(v);
-                }
+                let run = match decode_run(&mut self.s.m.st, r, (end - x) as u64) {
+                    Ok(run) => run as usize,
+                    Err(e) => break Err(e),
+                };
+                let v = cur[x - 1];
+                cur[x..x + run].fill(v);
                 x += run;
                 if x == end {
-                    self.st.wait = wait as u32;
-                    return Ok(());
+                    self.s.m.st.wait = wait as u32;
+                    break Ok(());
                 }
                 stop = x + wait;
+                ctx = ctxs[x];
                 continue;
             }
+            let pred = match (FIRST, x) {
+                (true, 0) => 0,
+                (true, _) => cur[x - 1],
+                (false, 0) => prev[0],
+                (false, _) => avg_bytes(cur[x - 1], prev[x]),
+            };
+            let (mut d, mut px) = (0, 0);
             for c in 0..N {
-                let (d, len) = golomb_decode(fam, self.code_for(c, x), r.window());
-                let d = d as u8;
-                self.ctx[c][x + 1] = d;
-                let pred = self.predict(prev, cur, c, x);
-                cur[c][x] = ((fam.unfold[d as usize] as u32 + pred) & fam.mask) as u8;
-                r.eat(len)?;
+                let sh = Selector::<N, BPC>::shift(c);
+                let (v, len) = golomb_decode(fam, self.s.code(c, ctx) as u8, r.window());
+                let v = v as u8;
+                d |= (v as u32) << sh;
+                let value = (fam.unfold[v as usize] as u32 + ((pred >> sh) & 0xff)) & fam.mask;
+                px |= value << sh;
+                r.skip(len);
             }
+            // Checked once a pixel: past the end, the window reads zeros until then.
+            if let Err(e) = r.check() {
+                break Err(e);
+            }
+            ctxs[x + 1] = d;
+            cur[x] = px;
             if x == stop {
-                self.update_model(x);
-                stop = x + 1 + (self.st.random() & mask) as usize;
+                self.s.update(ctx, d);
+                stop = x + 1 + (self.s.m.st.random() & mask) as usize;
             }
+            ctx = d;
             x += 1;
-        }
-        self.st.wait = (stop - end) as u32;
-        Ok(())
+        };
+        self.ctx = ctx_row;
+        result
     }
+}
 
-    fn decode_run(&mut self, r: &mut BitReader, max: u64) -> Result<u64, CodecError> {
-        let mut run = 0u64;
-        while r.window() >> 31 == 1 {
-            run += 1 << self.st.run_bits();
-            self.st.run_grow();
-            r.eat(1)?;
-            if run > max {
-                return Err(CodecError::Corrupt {
-                    codec: CODEC,
-                    what: "run past the end of the row",
-                });
-            }
-        }
+/// Decode a run length (at most `max`): ones for every 2^RUN_ORDER[state] pixels (the state
+/// growing after each), a zero, then the rest in RUN_ORDER[state] bits.
+#[inline(always)]
+fn decode_run(st: &mut State, r: &mut BitReader, max: u64) -> Result<u64, CodecError> {
+    let mut run = 0u64;
+    while r.window() >> 31 == 1 {
+        run += 1 << st.run_bits();
+        st.run_grow();
         r.eat(1)?;
-        let bits = self.st.run_bits();
-        if bits > 0 {
-            run += (r.window() >> (32 - bits)) as u64;
-            r.eat(bits)?;
-        }
-        self.st.run_shrink();
         if run > max {
             return Err(CodecError::Corrupt {
                 codec: CODEC,
                 what: "run past the end of the row",
             });
         }
-        Ok(run)
+    }
+    r.eat(1)?;
+    let bits = st.run_bits();
+    if bits > 0 {
+        run += (r.window() >> (32 - bits)) as u64;
+        r.eat(bits)?;
+    }
+    st.run_shrink();
+    if run > max {
+        return Err(CodecError::Corrupt {
+            codec: CODEC,
+            what: "run past the end of the row",
+        });
+    }
+    Ok(run)
+}
+
+/// Write a decoded row of packed pixels (B, G, R in bytes 0, 1, 2) in `fmt`.
+fn unpack_rgb(fmt: PixelFormat, px: &[u32], row: &mut [u8]) {
+    match fmt {
+        PixelFormat::Rgb16 => {
+            for (o, &v) in row.chunks_exact_mut(2).zip(px) {
+                let v = (v & 0x1f) | (v >> 8 & 0x1f) << 5 | (v >> 16 & 0x1f) << 10;
+                o.copy_from_slice(&(v as u16).to_le_bytes());
+            }
+        }
+        PixelFormat::Rgb24 => {
+            for (o, &v) in row.chunks_exact_mut(3).zip(px) {
+                o.copy_from_slice(&v.to_le_bytes()[..3]);
+            }
+        }
+        _ => {
+            // The X byte (or the alpha, written next) is 0.
+            for (o, &v) in row.chunks_exact_mut(4).zip(px) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Write one-channel pixels into byte `offset` of every `bpp`-byte pixel of a row.
+fn unpack_byte(px: &[u32], offset: usize, bpp: usize, row: &mut [u8]) {
+    for (o, &v) in row.chunks_exact_mut(bpp).zip(px) {
+        o[offset] = v as u8;
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pixel format <-> planes.
+// The encoder's side of a group. A row is bytes, `P` a pixel: for RGB, 4 (B, G, R and an
+// ignored byte: 32BIT and RGBA rows are read in place, others are packed so); for one channel,
+// 1. A pixel read as a little-endian number has channel `c` at bit [`EncGroup::shift`]`(c)`.
+// A row is coded in two passes: the first computes every pixel's folded residuals (byte by
+// byte) and whether a run may start there, in loops the compiler vectorises; the second walks
+// the row in order, coding residuals and runs and adapting the model, which is the only part
+// that has to be sequential.
 
-fn split_rgb(fmt: PixelFormat, row: &[u8], out: &mut Planes<3>) {
-    let [r, g, b] = out;
+/// A group's model with, per channel and context value, the code it selects kept up to date
+/// (`sel[c][ctx] == m.best[c][bucket_of[ctx]]`), so that coding needs one lookup instead of
+/// two.
+/// Contexts and residuals are packed a channel a byte (see [`Selector::shift`]).
+struct Selector<const N: usize, const BPC: u32> {
+    m: Model<N>,
+    sel: [[u8; 256]; N],
+    /// The context values of each bucket: `bucket_of[v] == b` for `v` in `buckets[b]`.
+    buckets: [core::ops::Range<usize>; MAX_BUCKETS],
+}
+
+impl<const N: usize, const BPC: u32> Selector<N, BPC> {
+    const FAM: &'static Family = if BPC == 5 { &FAMILY_5 } else { &FAMILY_8 };
+
+    fn new() -> Self {
+        let fam = Self::FAM;
+        let mut buckets: [core::ops::Range<usize>; MAX_BUCKETS] = Default::default();
+        for v in 0..=fam.mask as usize {
+            let b = &mut buckets[fam.bucket_of[v] as usize % MAX_BUCKETS];
+            if b.start == b.end {
+                *b = v..v + 1;
+            } else {
+                b.end = v + 1;
+            }
+        }
+        let m = Model::new(fam);
+        Selector {
+            sel: [[m.best[0][0]; 256]; N],
+            m,
+            buckets,
+        }
+    }
+
+    /// Bit position of channel `c` in a packed pixel (or context, or residuals): channels
+    /// are coded R, G, B (c = 0, 1, 2), stored B first.
+    #[inline(always)]
+    fn shift(c: usize) -> u32 {
+        8 * (N - 1 - c) as u32
+    }
+
+    /// The code of channel `c` in the packed context `ctx`. (Context values past the family's
+    /// levels, from corrupt 5-bit streams, wrap as in [`Family::bucket_of`].)
+    #[inline(always)]
+    fn code(&self, c: usize, ctx: u32) -> usize {
+        let v = (ctx >> Self::shift(c)) as u8 & low_bits(BPC) as u8;
+        self.sel[c][v as usize] as usize % MAX_CODES
+    }
+
+    /// Adapt the model to a pixel with residuals `val` coded in context `ctx` (packed).
+    fn update(&mut self, ctx: u32, val: u32) {
+        for c in 0..N {
+            let sh = Self::shift(c);
+            let ctx = (ctx >> sh) as u8;
+            let bucket = Self::FAM.bucket_of[ctx as usize] as usize % MAX_BUCKETS;
+            let old = self.m.best[c][bucket];
+            self.m.update_bpc::<BPC>(c, ctx, (val >> sh) as u8);
+            let new = self.m.best[c][bucket];
+            if new != old {
+                let range = self.buckets[bucket].clone();
+                self.sel[c][range].fill(new);
+            }
+        }
+    }
+}
+
+/// The encoder's side of a group of `N` channels of `BPC` bits (8, or 5 for RGB16).
+struct EncGroup<const N: usize, const BPC: u32> {
+    s: Selector<N, BPC>,
+    /// Folded residuals of the current row, packed like the pixels: `ctx[x + 1]` is pixel
+    /// `x`'s; `ctx[0]` is the context of pixel 0 (0 on the first row, then pixel 0's of the
+    /// row above). Positions inside runs keep the values of earlier rows, as the reference's.
+    ctx: Vec<u32>,
+    /// The current row's folded residuals, laid out like its pixels.
+    res: Vec<u8>,
+    /// Whether a run may start at each pixel of the current row (x > 2, the pixel above equals
+    /// its left neighbour, and the two pixels before are equal).
+    runs: Vec<bool>,
+    width: usize,
+}
+
+impl<const N: usize, const BPC: u32> EncGroup<N, BPC> {
+    const FAM: &'static Family = if BPC == 5 { &FAMILY_5 } else { &FAMILY_8 };
+    /// Bytes a pixel.
+    const P: usize = if N == 1 { 1 } else { 4 };
+    /// The significant bits of a pixel read as a number.
+    const PIXEL_MASK: u32 = low_bits(8 * N as u32);
+    /// The family's mask, of a channel byte.
+    const MASK: u8 = low_bits(BPC) as u8;
+
+    fn new(width: usize) -> Self {
+        EncGroup {
+            s: Selector::new(),
+            ctx: vec![0; width + 1],
+            res: vec![0; width * Self::P],
+            runs: vec![false; width],
+            width,
+        }
+    }
+
+    /// Pixel `x` of a row (or of residuals), as a number (more than its significant bits).
+    #[inline(always)]
+    fn at(row: &[u8], x: usize) -> u32 {
+        if Self::P == 1 {
+            row[x] as u32
+        } else {
+            le32(&row[4 * x..4 * x + 4])
+        }
+    }
+
+    /// Fold a residual modulo 2^BPC: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ... (the inverse of
+    /// [`Family::unfold`]).
+    #[inline(always)]
+    fn fold(s: u8) -> u8 {
+        let s = s & Self::MASK;
+        let neg = 0u8.wrapping_sub(s >> (BPC - 1)) & Self::MASK;
+        ((s << 1) & Self::MASK) ^ neg
+    }
+
+    /// Fill `self.res` and `self.runs` for a row: `FIRST` (the image's first row) predicts
+    /// from the left only and never starts runs; `prev` is then unused.
+    fn residuals<const FIRST: bool>(&mut self, prev: &[u8], cur: &[u8]) {
+        let (w, p) = (self.width, Self::P);
+        let n = w * p;
+        let (prev, cur, res) = (&prev[..n], &cur[..n], &mut self.res[..n]);
+        // Pixel 0: predicted from above (0 on the first row).
+        for i in 0..p.min(n) {
+            let pred = if FIRST { 0 } else { prev[i] };
+            res[i] = Self::fold(cur[i].wrapping_sub(pred));
+        }
+        // The others from the left, or the floor of the mean of left and above. Equal-length
+        // slices, so the loop has no bounds checks and vectorises.
+        if n > p {
+            let (c, l, u, r) = (&cur[p..], &cur[..n - p], &prev[p..], &mut res[p..]);
+            for i in 0..n - p {
+                let pred = if FIRST {
+                    l[i]
+                } else {
+                    (l[i] & u[i]) + ((l[i] ^ u[i]) >> 1)
+                };
+                r[i] = Self::fold(c[i].wrapping_sub(pred));
+            }
+        }
+        let runs = &mut self.runs[..w];
+        runs[..w.min(3)].fill(false);
+        if FIRST || w <= 3 {
+            runs.fill(false);
+            return;
+        }
+        if p == 1 {
+            run_starts_1(prev, cur, runs);
+        } else {
+            run_starts_4(prev, cur, runs);
+        }
+    }
+
+    /// Code a row (`P` bytes a pixel; `prev` is the row above, none for the first).
+    fn encode_row(&mut self, w: &mut BitWriter, prev: Option<&[u8]>, cur: &[u8]) {
+        // Worst case: every value an escape of at most 26 bits, plus a run code per pixel.
+        w.reserve(self.width * (4 * N + 4) + 16);
+        self.ctx[0] = if prev.is_none() { 0 } else { self.ctx[1] };
+        match prev {
+            Some(prev) => self.residuals::<false>(prev, cur),
+            None => self.residuals::<true>(cur, cur),
+        }
+        let width = self.width;
+        let _ = for_segments::<_, ()>(
+            self,
+            |g| &mut g.s.m.st,
+            width,
+            |g, start, end, mask| {
+                // The writer moves in and out by value, so that its state stays in registers
+                // (through a reference, every store to the output or the context row could
+                // alias it).
+                let bw = core::mem::take(w);
+                *w = g.encode_segment(bw, cur, start, end, mask);
+                Ok(())
+            },
+        );
+    }
+
+    /// Code pixels `start..end` of a row (`self.res` and `self.runs` describe them).
+    fn encode_segment(
+        &mut self,
+        mut w: BitWriter,
+        cur: &[u8],
+        start: usize,
+        end: usize,
+        mask: u32,
+    ) -> BitWriter {
+        // The row buffers are taken out of `self` while they are used, so that they are plain
+        // local slices (no reloads of their pointers after every store).
+        let (res, runs) = (
+            core::mem::take(&mut self.res),
+            core::mem::take(&mut self.runs),
+        );
+        let mut ctx_row = core::mem::take(&mut self.ctx);
+        let (rs, runs_at, ctxs) = (&res[..end * Self::P], &runs[..end], &mut ctx_row[..=end]);
+        let mut x = start;
+        let mut stop = x + self.s.m.st.wait as usize;
+        let mut run_index = 0;
+        let mut ctx = ctxs[x];
+        // Pixels to go before the next model update when the segment ends in a run.
+        let mut run_wait = None;
+        while x < end {
+            if runs_at[x] && run_index != x {
+                run_index = x;
+                let wait = stop - x;
+                // The run: pixels equal to the one before it.
+                let v = Self::at(cur, x - 1) & Self::PIXEL_MASK;
+                let n = run_length::<N>(&cur[x * Self::P..end * Self::P], v);
+                x += n;
+                self.s.m.encode_run(&mut w, n as u32);
+                if x == end {
+                    run_wait = Some(wait);
+                    break;
+                }
+                stop = x + wait;
+                ctx = ctxs[x];
+                continue;
+            }
+            let d = Self::at(rs, x);
+            ctxs[x + 1] = d;
+            let codes: [u64; N] = core::array::from_fn(|c| {
+                let d = (d >> Selector::<N, BPC>::shift(c)) as u8 as usize;
+                Self::FAM.code[self.s.code(c, ctx) << 8 | d]
+            });
+            w.put_codes(codes);
+            if x == stop {
+                self.s.update(ctx, d);
+                stop = x + 1 + (self.s.m.st.random() & mask) as usize;
+            }
+            ctx = d;
+            x += 1;
+        }
+        self.s.m.st.wait = run_wait.unwrap_or_else(|| stop - end) as u32;
+        (self.res, self.runs, self.ctx) = (res, runs, ctx_row);
+        w
+    }
+}
+
+/// `runs[x]` for x >= 3 of a row of 1-byte pixels: `prev[x - 1] == prev[x]` and
+/// `cur[x - 2] == cur[x - 1]`.
+fn run_starts_1(prev: &[u8], cur: &[u8], runs: &mut [bool]) {
+    let (up, up_left, left, left2) = (&prev[3..], &prev[2..], &cur[2..], &cur[1..]);
+    for (i, r) in runs[3..].iter_mut().enumerate() {
+        *r = up[i] == up_left[i] && left[i] == left2[i];
+    }
+}
+
+/// A 4-byte pixel as a number (in one load: built from single bytes, whose top byte is then
+/// masked off, the compiler loads the three others one by one and stops vectorising).
+#[inline(always)]
+fn le32(p: &[u8]) -> u32 {
+    u32::from_le_bytes(p[..4].try_into().unwrap_or_default())
+}
+
+/// [`run_starts_1`] for 4-byte pixels whose top byte is ignored.
+fn run_starts_4(prev: &[u8], cur: &[u8], runs: &mut [bool]) {
+    fn px(r: &[u8]) -> impl Iterator<Item = u32> + '_ {
+        r.chunks_exact(4).map(|p| le32(p) & 0x00ff_ffff)
+    }
+    let it = (runs[3..].iter_mut())
+        .zip(px(&prev[12..]))
+        .zip(px(&prev[8..]))
+        .zip(px(&cur[8..]))
+        .zip(px(&cur[4..]));
+    for ((((r, up), up_left), left), left2) in it {
+        *r = up == up_left && left == left2;
+    }
+}
+
+/// How many pixels at the start of `row` (1 byte a pixel if `N` is 1, else 4 with the top
+/// byte ignored) equal `v`.
+#[inline]
+fn run_length<const N: usize>(row: &[u8], v: u32) -> usize {
+    if N == 1 {
+        let v = v as u8;
+        let mut n = 0;
+        for block in row.chunks_exact(16) {
+            if block.iter().fold(0, |d, &p| d | (p ^ v)) != 0 {
+                break;
+            }
+            n += 16;
+        }
+        return n + row[n..].iter().take_while(|&&p| p == v).count();
+    }
+    let differs = |p: &[u8]| (le32(p) ^ v) & 0x00ff_ffff;
+    // Blocks of 8 pixels compared without early exit (so the compiler vectorises); in the
+    // block where the run ends, a mask of the differing pixels gives its end without a
+    // branch per pixel.
+    let mut n = 0;
+    for block in row.chunks_exact(32) {
+        if block.chunks_exact(4).fold(0, |d, p| d | differs(p)) != 0 {
+            let m = (block.chunks_exact(4).enumerate())
+                .fold(0u32, |m, (i, p)| m | ((differs(p) != 0) as u32) << i);
+            return n + m.trailing_zeros() as usize;
+        }
+        n += 8;
+    }
+    n + row[4 * n..]
+        .chunks_exact(4)
+        .take_while(|p| differs(p) == 0)
+        .count()
+}
+
+/// Pack a row of RGB24 or RGB16 pixels as 32BIT's (B, G, R, 0; 5 bits a channel for RGB16).
+fn pack_rgb(fmt: PixelFormat, row: &[u8], out: &mut [u8]) {
     match fmt {
         PixelFormat::Rgb16 => {
-            for (x, p) in row.chunks_exact(2).enumerate() {
+            for (o, p) in out.chunks_exact_mut(4).zip(row.chunks_exact(2)) {
                 let v = u16::from_le_bytes([p[0], p[1]]);
-                r[x] = ((v >> 10) & 0x1f) as u8;
-                g[x] = ((v >> 5) & 0x1f) as u8;
-                b[x] = (v & 0x1f) as u8;
+                o.copy_from_slice(&[
+                    v as u8 & 0x1f,
+                    (v >> 5) as u8 & 0x1f,
+                    (v >> 10) as u8 & 0x1f,
+                    0,
+                ]);
             }
         }
         _ => {
-            let bpp = if fmt == PixelFormat::Rgb24 { 3 } else { 4 };
-            for (x, p) in row.chunks_exact(bpp).enumerate() {
-                b[x] = p[0];
-                g[x] = p[1];
-                r[x] = p[2];
+            for (o, p) in out.chunks_exact_mut(4).zip(row.chunks_exact(3)) {
+                o.copy_from_slice(&[p[0], p[1], p[2], 0]);
             }
         }
     }
 }
 
-fn join_rgb(fmt: PixelFormat, planes: &Planes<3>, row: &mut [u8]) {
-    let [r, g, b] = planes;
-    match fmt {
-        PixelFormat::Rgb16 => {
-            for (x, p) in row.chunks_exact_mut(2).enumerate() {
-                let v = (r[x] as u16) << 10 | (g[x] as u16) << 5 | b[x] as u16;
-                p.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        _ => {
-            let bpp = if fmt == PixelFormat::Rgb24 { 3 } else { 4 };
-            for (x, p) in row.chunks_exact_mut(bpp).enumerate() {
-                p[0] = b[x];
-                p[1] = g[x];
-                p[2] = r[x];
-            }
-        }
+/// Byte `offset` of every `bpp`-byte pixel of a row.
+fn pack_byte(row: &[u8], offset: usize, bpp: usize, out: &mut [u8]) {
+    for (o, p) in out.iter_mut().zip(row.chunks_exact(bpp)) {
+        *o = p[offset];
     }
-}
-
-fn split_byte(row: &[u8], offset: usize, bpp: usize, out: &mut Planes<1>) {
-    for (x, p) in row.chunks_exact(bpp).enumerate() {
-        out[0][x] = p[offset];
-    }
-}
-
-fn join_byte(planes: &Planes<1>, offset: usize, bpp: usize, row: &mut [u8]) {
-    for (x, p) in row.chunks_exact_mut(bpp).enumerate() {
-        p[offset] = planes[0][x];
-    }
-}
-
-fn planes<const N: usize>(width: usize) -> Planes<N> {
-    core::array::from_fn(|_| vec![0; width])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -779,49 +1158,52 @@ pub fn encode(img: &Pixmap) -> Result<Vec<u8>, CodecError> {
         });
     }
     let width = w as usize;
-    let mut out = BitWriter {
-        out: Vec::with_capacity(img.data().len() / 2 + 64),
-        acc: 0,
-        bits: 0,
-    };
+    let mut out = BitWriter::new(img.data().len() / 4 + 64);
+    out.reserve(20);
     for word in [MAGIC, VERSION, ty as u32, w, h] {
         out.put(word, 32);
     }
     match ty {
-        ImageType::Rgb32 | ImageType::Rgb24 | ImageType::Rgb16 | ImageType::Rgba => {
-            let fam = if ty == ImageType::Rgb16 {
-                &FAMILY_5
-            } else {
-                &FAMILY_8
-            };
-            let mut rgb = Group::<3>::new(fam, width);
-            let (mut prev, mut cur) = (planes::<3>(width), planes::<3>(width));
+        ImageType::Rgb32 | ImageType::Rgba | ImageType::Rgb24 | ImageType::Rgb16 => {
+            let mut rgb = EncGroup::<3, 8>::new(width);
+            let mut rgb16 = EncGroup::<3, 5>::new(width);
+            // 32BIT and RGBA rows are coded in place; the others are packed like them.
+            let packed = !matches!(ty, ImageType::Rgb32 | ImageType::Rgba);
+            let (mut prev, mut cur) = (vec![0u8; width * 4], vec![0u8; width * 4]);
             let mut alpha = (ty == ImageType::Rgba).then(|| {
                 (
-                    Group::<1>::new(&FAMILY_8, width),
-                    planes::<1>(width),
-                    planes::<1>(width),
+                    EncGroup::<1, 8>::new(width),
+                    vec![0u8; width],
+                    vec![0u8; width],
                 )
             });
             for y in 0..h {
                 let row = img.row(y);
-                split_rgb(img.format(), row, &mut cur);
-                rgb.encode_row(&mut out, (y > 0).then_some(&prev), &cur);
-                core::mem::swap(&mut prev, &mut cur);
+                if packed {
+                    pack_rgb(img.format(), row, &mut cur);
+                    let above = (y > 0).then_some(&prev[..]);
+                    if ty == ImageType::Rgb16 {
+                        rgb16.encode_row(&mut out, above, &cur);
+                    } else {
+                        rgb.encode_row(&mut out, above, &cur);
+                    }
+                    core::mem::swap(&mut prev, &mut cur);
+                } else {
+                    let above = (y > 0).then(|| img.row(y - 1));
+                    rgb.encode_row(&mut out, above, row);
+                }
                 if let Some((g, aprev, acur)) = &mut alpha {
-                    split_byte(row, 3, 4, acur);
-                    g.encode_row(&mut out, (y > 0).then_some(&*aprev), acur);
+                    pack_byte(row, 3, 4, acur);
+                    g.encode_row(&mut out, (y > 0).then_some(&aprev[..]), acur);
                     core::mem::swap(aprev, acur);
                 }
             }
         }
         ImageType::Gray => {
-            let mut g = Group::<1>::new(&FAMILY_8, width);
-            let (mut prev, mut cur) = (planes::<1>(width), planes::<1>(width));
+            let mut g = EncGroup::<1, 8>::new(width);
             for y in 0..h {
-                split_byte(img.row(y), 0, 1, &mut cur);
-                g.encode_row(&mut out, (y > 0).then_some(&prev), &cur);
-                core::mem::swap(&mut prev, &mut cur);
+                let above = (y > 0).then(|| img.row(y - 1));
+                g.encode_row(&mut out, above, img.row(y));
             }
         }
     }
@@ -898,40 +1280,40 @@ pub fn decode_with(data: &[u8], limits: &Limits) -> Result<Pixmap, CodecError> {
     let fmt = ty.pixel_format();
     let mut img = Pixmap::new(w, h, fmt, limit)?;
     let width = w as usize;
+    let (mut prev, mut cur) = (vec![0u32; width], vec![0u32; width]);
     match ty {
         ImageType::Rgb32 | ImageType::Rgb24 | ImageType::Rgb16 | ImageType::Rgba => {
-            let fam = if ty == ImageType::Rgb16 {
-                &FAMILY_5
-            } else {
-                &FAMILY_8
-            };
-            let mut rgb = Group::<3>::new(fam, width);
-            let (mut prev, mut cur) = (planes::<3>(width), planes::<3>(width));
+            let mut rgb = DecGroup::<3, 8>::new(width);
+            let mut rgb16 = DecGroup::<3, 5>::new(width);
             let mut alpha = (ty == ImageType::Rgba).then(|| {
                 (
-                    Group::<1>::new(&FAMILY_8, width),
-                    planes::<1>(width),
-                    planes::<1>(width),
+                    DecGroup::<1, 8>::new(width),
+                    vec![0u32; width],
+                    vec![0u32; width],
                 )
             });
             for y in 0..h {
-                rgb.decode_row(&mut r, (y > 0).then_some(&prev), &mut cur)?;
+                let above = (y > 0).then_some(&prev[..]);
+                if ty == ImageType::Rgb16 {
+                    rgb16.decode_row(&mut r, above, &mut cur)?;
+                } else {
+                    rgb.decode_row(&mut r, above, &mut cur)?;
+                }
                 let row = img.row_mut(y);
-                join_rgb(fmt, &cur, row);
+                unpack_rgb(fmt, &cur, row);
                 core::mem::swap(&mut prev, &mut cur);
                 if let Some((g, aprev, acur)) = &mut alpha {
-                    g.decode_row(&mut r, (y > 0).then_some(&*aprev), acur)?;
-                    join_byte(acur, 3, 4, row);
+                    g.decode_row(&mut r, (y > 0).then_some(&aprev[..]), acur)?;
+                    unpack_byte(acur, 3, 4, row);
                     core::mem::swap(aprev, acur);
                 }
             }
         }
         ImageType::Gray => {
-            let mut g = Group::<1>::new(&FAMILY_8, width);
-            let (mut prev, mut cur) = (planes::<1>(width), planes::<1>(width));
+            let mut g = DecGroup::<1, 8>::new(width);
             for y in 0..h {
-                g.decode_row(&mut r, (y > 0).then_some(&prev), &mut cur)?;
-                join_byte(&cur, 0, 1, img.row_mut(y));
+                g.decode_row(&mut r, (y > 0).then_some(&prev[..]), &mut cur)?;
+                unpack_byte(&cur, 0, 1, img.row_mut(y));
                 core::mem::swap(&mut prev, &mut cur);
             }
         }

@@ -305,6 +305,10 @@ impl Encoder {
                 head_pso: 0,
                 out,
                 last_copy: 0,
+                hashed: [0; 8],
+                // Far from any position (`i - hashed_from` wraps to a large number).
+                hashed_from: usize::MAX / 2,
+                touched: 0,
             };
             c.head_pso = c.dict.segs[head_seg as usize].pixels_so_far;
             c.compress(&seg_ids);
@@ -404,26 +408,146 @@ impl Encoder {
 
 /// The image's units in row order (see [`WinImage::data`]).
 fn units(img: &Pixmap) -> Vec<u32> {
-    let mut v = Vec::with_capacity(img.width() as usize * img.height() as usize);
-    for y in 0..img.height() {
+    let n = match img.format() {
+        PixelFormat::Rgb32 | PixelFormat::Rgba | PixelFormat::Rgb24 | PixelFormat::Rgb16 => {
+            img.width() as usize
+        }
+        _ => img.row_bytes(),
+    };
+    let mut v = vec![0u32; n * img.height() as usize];
+    for (y, out) in (0..img.height()).zip(v.chunks_exact_mut(n.max(1))) {
         let row = img.row(y);
+        // Whole-pixel loads into a preallocated row, which the compiler vectorises.
         match img.format() {
-            PixelFormat::Rgb32 | PixelFormat::Rgba => v.extend(
-                row.chunks_exact(4)
-                    .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]])),
-            ),
-            PixelFormat::Rgb24 => v.extend(
-                row.chunks_exact(3)
-                    .map(|p| p[0] as u32 | (p[1] as u32) << 8 | (p[2] as u32) << 16),
-            ),
-            PixelFormat::Rgb16 => v.extend(
-                row.chunks_exact(2)
-                    .map(|p| u16::from_le_bytes([p[0], p[1]]) as u32),
-            ),
-            _ => v.extend(row.iter().map(|&b| b as u32)),
+            PixelFormat::Rgb32 | PixelFormat::Rgba => {
+                for (o, p) in out.iter_mut().zip(row.chunks_exact(4)) {
+                    *o = u32::from_le_bytes(p.try_into().unwrap_or_default());
+                }
+            }
+            PixelFormat::Rgb24 => {
+                for (o, p) in out.iter_mut().zip(row.chunks_exact(3)) {
+                    *o = p[0] as u32 | (p[1] as u32) << 8 | (p[2] as u32) << 16;
+                }
+            }
+            PixelFormat::Rgb16 => {
+                for (o, p) in out.iter_mut().zip(row.chunks_exact(2)) {
+                    *o = u16::from_le_bytes([p[0], p[1]]) as u32;
+                }
+            }
+            _ => {
+                for (o, &b) in out.iter_mut().zip(row) {
+                    *o = b as u32;
+                }
+            }
         }
     }
     v
+}
+
+/// The reference's hash step: `h * 33 ^ c`.
+#[inline(always)]
+fn mix(h: u32, c: u32) -> u32 {
+    (h << 5).wrapping_add(h) ^ c
+}
+
+const HASH_INIT: u32 = 5381;
+const HASH_MASK: u32 = (1 << HASH_BITS) - 1;
+
+/// Pass kinds as const generic parameters of [`Compressor`]'s hot functions (so that every
+/// per-unit choice is made at compile time).
+const PALETTE: u8 = 0;
+const RGB16: u8 = 1;
+const RGB: u8 = 2;
+const ALPHA: u8 = 3;
+
+/// The pass of a [`Compressor`] const parameter.
+const fn pass_of(p: u8) -> Pass {
+    match p {
+        PALETTE => Pass::Palette,
+        RGB16 => Pass::Rgb16,
+        RGB => Pass::Rgb,
+        _ => Pass::Alpha,
+    }
+}
+
+/// Bits of a unit that its key keeps: two units have equal keys when they agree on these.
+const fn key_mask(p: u8) -> u32 {
+    match p {
+        RGB16 => 0x7fff,
+        RGB => 0x00ff_ffff,
+        ALPHA => 0xff00_0000,
+        _ => u32::MAX,
+    }
+}
+
+/// One hash step over unit `v` of pass `P` (one to three bytes mixed in).
+#[inline(always)]
+fn mix_unit<const P: u8>(h: u32, v: u32) -> u32 {
+    let k = pass_of(P).key(v);
+    match P {
+        RGB16 => mix(mix(h, k & 0xff), (k >> 8) & 0x7f),
+        RGB => mix(mix(mix(h, (k >> 16) & 0xff), (k >> 8) & 0xff), k & 0xff),
+        _ => mix(h, k),
+    }
+}
+
+/// The hash of units `i..i + 3`.
+#[inline(always)]
+fn hash<const P: u8>(data: &[u32], i: usize) -> usize {
+    let u = &data[i..i + 3];
+    let h = mix_unit::<P>(mix_unit::<P>(mix_unit::<P>(HASH_INIT, u[0]), u[1]), u[2]);
+    (h & HASH_MASK) as usize
+}
+
+/// Hashes of positions `i..i + 8` (units up to `i + 10`), lane by lane so that the compiler
+/// computes them with vector instructions.
+#[inline]
+fn hash8<const P: u8>(data: &[u32], i: usize) -> [u32; 8] {
+    let u = &data[i..i + 10];
+    let mut h = [HASH_INIT; 8];
+    for j in 0..3 {
+        for k in 0..8 {
+            h[k] = mix_unit::<P>(h[k], u[j + k]);
+        }
+    }
+    h.map(|h| h & HASH_MASK)
+}
+
+/// The first `k < x.len()` where `x[k]` and `y[k]` differ in `mask`, else `x.len()`.
+#[inline]
+fn mismatch(x: &[u32], y: &[u32], mask: u32) -> usize {
+    let y = &y[..x.len()];
+    // Blocks of 8 compared without early exit (vectorised); in the block with a difference,
+    // a mask of the differing units locates the first.
+    let mut k = 0;
+    for (bx, by) in x.chunks_exact(8).zip(y.chunks_exact(8)) {
+        let pairs = bx.iter().zip(by);
+        if pairs.clone().fold(0, |d, (p, q)| d | (p ^ q)) & mask != 0 {
+            let m = (pairs.enumerate()).fold(0u32, |m, (i, (p, q))| {
+                m | (((p ^ q) & mask != 0) as u32) << i
+            });
+            return k + m.trailing_zeros() as usize;
+        }
+        k += 8;
+    }
+    k + (x[k..].iter().zip(&y[k..]))
+        .take_while(|(p, q)| (*p ^ *q) & mask == 0)
+        .count()
+}
+
+/// The first `k < x.len()` where `x[k]` differs from `v` in `mask`, else `x.len()`.
+#[inline]
+fn mismatch_value(x: &[u32], v: u32, mask: u32) -> usize {
+    let mut k = 0;
+    for block in x.chunks_exact(8) {
+        if block.iter().fold(0, |d, &p| d | (p ^ v)) & mask != 0 {
+            let m = (block.iter().enumerate())
+                .fold(0u32, |m, (i, &p)| m | (((p ^ v) & mask != 0) as u32) << i);
+            return k + m.trailing_zeros() as usize;
+        }
+        k += 8;
+    }
+    k + x[k..].iter().take_while(|&&p| (p ^ v) & mask == 0).count()
 }
 
 /// One coding pass over the current image.
@@ -436,6 +560,12 @@ struct Compressor<'a> {
     head_pso: u64,
     out: Vec<u8>,
     last_copy: usize,
+    /// Hashes of positions `hashed_from..hashed_from + 8` of the current image, computed
+    /// together in stretches of literals (see [`Compressor::probe_hash`]).
+    hashed: [u32; 8],
+    hashed_from: usize,
+    /// Sink for the loads that bring hash table entries into the cache ahead of use.
+    touched: u32,
 }
 
 impl Compressor<'_> {
@@ -443,35 +573,26 @@ impl Compressor<'_> {
         self.dict.image(id).map(|i| &i.data[..]).unwrap_or(&[])
     }
 
-    fn hash(&self, data: &[u32], i: usize) -> usize {
-        let mut h: u32 = 5381;
-        let mut mix = |c: u32| h = (h << 5).wrapping_add(h) ^ c;
-        for &v in &data[i..i + 3] {
-            let k = self.pass.key(v);
-            match self.pass {
-                Pass::Palette | Pass::Alpha => mix(k),
-                Pass::Rgb16 => {
-                    mix(k & 0xff);
-                    mix((k >> 8) & 0x7f);
-                }
-                Pass::Rgb => {
-                    mix((k >> 16) & 0xff);
-                    mix((k >> 8) & 0xff);
-                    mix(k & 0xff);
-                }
-            }
-        }
-        (h & ((1 << HASH_BITS) - 1)) as usize
-    }
-
-    fn literal(&mut self, v: u32) {
-        match self.pass {
-            Pass::Palette => self.out.push(v as u8),
-            Pass::Alpha => self.out.push((v >> 24) as u8),
-            Pass::Rgb16 => self.out.extend_from_slice(&[(v >> 8) as u8, v as u8]),
-            Pass::Rgb => self
+    #[inline(always)]
+    fn literal<const P: u8>(&mut self, v: u32) {
+        match P {
+            PALETTE => self.out.push(v as u8),
+            ALPHA => self.out.push((v >> 24) as u8),
+            RGB16 => self.out.extend_from_slice(&[(v >> 8) as u8, v as u8]),
+            _ => self
                 .out
                 .extend_from_slice(&[v as u8, (v >> 8) as u8, (v >> 16) as u8]),
+        }
+    }
+
+    /// One literal, continuing the open literal run of `copy` units.
+    #[inline(always)]
+    fn literal_run<const P: u8>(&mut self, v: u32, copy: &mut usize) {
+        self.literal::<P>(v);
+        *copy += 1;
+        if *copy == MAX_COPY {
+            *copy = 0;
+            self.open_copy((MAX_COPY - 1) as u8);
         }
     }
 
@@ -488,6 +609,29 @@ impl Compressor<'_> {
         }
     }
 
+    /// The hash of probe position `i` of the current image. In a stretch of literals
+    /// (`literals`: the previous position was one) probes are consecutive: hashes are then
+    /// computed eight at a time, and their table entries loaded together, so that the cache
+    /// misses on the (large) table overlap instead of following one another.
+    #[inline(always)]
+    fn probe_hash<const P: u8>(&mut self, data: &[u32], i: usize, literals: bool) -> usize {
+        if literals {
+            let k = i.wrapping_sub(self.hashed_from);
+            if k < 8 {
+                return self.hashed[k] as usize;
+            }
+            if i + 10 <= data.len() {
+                self.hashed = hash8::<P>(data, i);
+                self.hashed_from = i;
+                let table = &self.dict.table;
+                let t = self.hashed.iter().fold(0, |t, &h| t ^ table[h as usize].1);
+                self.touched ^= t;
+                return self.hashed[0] as usize;
+            }
+        }
+        hash::<P>(data, i)
+    }
+
     fn compress(&mut self, seg_ids: &[u32]) {
         // The current image's units are only read; take them out while the pass borrows the
         // dictionary mutably, and put them back.
@@ -495,13 +639,18 @@ impl Compressor<'_> {
             Some(img) => std::mem::take(&mut img.data),
             None => return,
         };
-        self.compress_with(seg_ids, &data);
+        match self.pass {
+            Pass::Palette => self.compress_with::<PALETTE>(seg_ids, &data),
+            Pass::Rgb16 => self.compress_with::<RGB16>(seg_ids, &data),
+            Pass::Rgb => self.compress_with::<RGB>(seg_ids, &data),
+            Pass::Alpha => self.compress_with::<ALPHA>(seg_ids, &data),
+        }
         if let Some(img) = self.dict.images.back_mut() {
             img.data = data;
         }
     }
 
-    fn compress_with(&mut self, seg_ids: &[u32], data: &[u32]) {
+    fn compress_with<const P: u8>(&mut self, seg_ids: &[u32], data: &[u32]) {
         let mut k = 0;
         while let Some(&slot) = seg_ids.get(k) {
             let s = &self.dict.segs[slot as usize];
@@ -512,7 +661,7 @@ impl Compressor<'_> {
             if end > start {
                 self.open_copy((end - start - 1) as u8);
                 for &v in &data[start..end] {
-                    self.literal(v);
+                    self.literal::<P>(v);
                 }
             }
             k += 1;
@@ -520,13 +669,13 @@ impl Compressor<'_> {
         let Some(&first) = seg_ids.get(k) else { return };
         let start = self.dict.segs[first as usize].start;
         self.open_copy((MAX_COPY - 1) as u8);
-        let h = self.hash(data, start);
+        let h = hash::<P>(data, start);
         self.dict.table[h] = (first, 0);
-        self.literal(data[start]);
-        self.literal(data[start + 1]);
-        self.compress_segment(first, data, 2, 2);
+        self.literal::<P>(data[start]);
+        self.literal::<P>(data[start + 1]);
+        self.compress_segment::<P>(first, data, 2, 2);
         for &slot in &seg_ids[k + 1..] {
-            self.compress_segment(slot, data, 0, 0);
+            self.compress_segment::<P>(slot, data, 0, 0);
         }
     }
 
@@ -551,8 +700,15 @@ impl Compressor<'_> {
             && self.head_pso <= r.pixels_so_far
     }
 
-    fn compress_segment(&mut self, slot: u32, data: &[u32], from: usize, mut copy: usize) {
-        let pass = self.pass;
+    fn compress_segment<const P: u8>(
+        &mut self,
+        slot: u32,
+        data: &[u32],
+        from: usize,
+        mut copy: usize,
+    ) {
+        let pass = pass_of(P);
+        let mask = key_mask(P);
         let (base, seg_end) = {
             let s = &self.dict.segs[slot as usize];
             (s.start, s.end)
@@ -563,45 +719,47 @@ impl Compressor<'_> {
         if copy == 0 {
             self.open_copy((MAX_COPY - 1) as u8);
         }
-        let same = |a: usize, b: usize| pass.key(data[a]) == pass.key(data[b]);
+        let same = |a: usize, b: usize| (data[a] ^ data[b]) & mask == 0;
         let mut ip = from as isize;
+        // Whether the previous position was a literal.
+        let mut literals = false;
         while ip < limit {
             let anchor = ip;
             let a = base + anchor as usize;
             let found: Option<(usize, u64, u64)>; // (len, image_dist, pixel_dist)
             if ip > 0 && same(a - 1, a) && same(a, a + 1) && same(a + 1, a + 2) {
-                let x = pass.key(data[a + 2]);
-                let mut p = ip + 3;
-                let mut n = 3;
-                while p < bound {
-                    let eq = pass.key(data[base + p as usize]) == x;
-                    p += 1;
-                    if !eq {
-                        break;
-                    }
-                    n += 1;
-                }
-                found = Some((n, 0, 1));
+                // A run: the units from ip + 3 (before the bound) equal to unit ip + 2.
+                let x = data[a + 2];
+                let n = if ip + 3 < bound {
+                    mismatch_value(&data[a + 3..base + bound as usize], x, mask)
+                } else {
+                    0
+                };
+                found = Some((3 + n, 0, 1));
             } else {
-                let h = self.hash(data, a);
+                let h = self.probe_hash::<P>(data, a, literals);
                 let (rslot, rpix) = self.dict.table[h];
                 let mut m = None;
                 if self.valid_ref(rslot, slot) {
-                    m = self.do_match(rslot, rpix as usize, slot, anchor as usize, bound, data);
+                    m = self.do_match::<P>(
+                        rslot,
+                        rpix as usize,
+                        slot,
+                        anchor as usize,
+                        bound,
+                        data,
+                    );
                 }
                 self.dict.table[h] = (slot, anchor as u32);
                 found = m;
             }
             let Some((n, image_dist, mut pix_dist)) = found else {
-                self.literal(data[a]);
+                self.literal_run::<P>(data[a], &mut copy);
                 ip = anchor + 1;
-                copy += 1;
-                if copy == MAX_COPY {
-                    copy = 0;
-                    self.open_copy((MAX_COPY - 1) as u8);
-                }
+                literals = true;
                 continue;
             };
+            literals = false;
             if image_dist == 0 {
                 pix_dist -= 1;
             }
@@ -615,32 +773,28 @@ impl Compressor<'_> {
             };
             self.encode_match(image_dist, pix_dist, enc_len);
             if pass == Pass::Palette || pass == Pass::Alpha || p > anchor {
-                let h = self.hash(data, base + p as usize);
+                let h = hash::<P>(data, base + p as usize);
                 self.dict.table[h] = (slot, p as u32);
             }
             p += 1;
             if pass != Pass::Rgb || p > anchor {
-                let h = self.hash(data, base + p as usize);
+                let h = hash::<P>(data, base + p as usize);
                 self.dict.table[h] = (slot, p as u32);
             }
             ip = p + 1;
             self.open_copy((MAX_COPY - 1) as u8);
         }
         while ip < len {
-            self.literal(data[base + ip as usize]);
+            self.literal_run::<P>(data[base + ip as usize], &mut copy);
             ip += 1;
-            copy += 1;
-            if copy == MAX_COPY {
-                copy = 0;
-                self.open_copy((MAX_COPY - 1) as u8);
-            }
         }
         self.close_copy(copy);
     }
 
     /// Length, image distance and pixel distance of a reference at `rpix` of segment `rslot`
     /// for the units at `ip` of segment `slot`, if it is worth encoding.
-    fn do_match(
+    #[inline(always)]
+    fn do_match<const P: u8>(
         &self,
         rslot: u32,
         rpix: usize,
@@ -649,12 +803,14 @@ impl Compressor<'_> {
         ip_bound: isize,
         data: &[u32],
     ) -> Option<(usize, u64, u64)> {
-        let pass = self.pass;
+        let pass = pass_of(P);
+        let mask = key_mask(P);
         let rs = &self.dict.segs[rslot as usize];
         let s = &self.dict.segs[slot as usize];
         let ref_id = rs.image?;
         let ref_len = (rs.end - rs.start) as isize;
-        if rpix as isize > ref_len - pass.min_ref() as isize {
+        let min = pass.min_ref();
+        if rpix as isize > ref_len - min as isize {
             return None;
         }
         let rdata: &[u32] = if ref_id == self.cur {
@@ -663,12 +819,9 @@ impl Compressor<'_> {
             self.data(ref_id)
         };
         let (rbase, base) = (rs.start, s.start);
-        let mut n = 0usize;
-        while n < pass.min_ref() {
-            if pass.key(rdata[rbase + rpix + n]) != pass.key(data[base + ip + n]) {
-                return None;
-            }
-            n += 1;
+        let (r, x) = (&rdata[rbase + rpix..], &data[base + ip..]);
+        if mismatch(&r[..min], &x[..min], mask) < min {
+            return None;
         }
         let image_dist = self.cur - ref_id;
         let ppb = self.ppb;
@@ -685,11 +838,12 @@ impl Compressor<'_> {
         if pix_dist == 0 || pix_dist >= MAX_PIXEL_LONG_DISTANCE || image_dist > MAX_IMAGE_DIST {
             return None;
         }
-        while ((ip + n) as isize) < ip_bound
-            && ((rpix + n) as isize) < ref_len
-            && pass.key(rdata[rbase + rpix + n]) == pass.key(data[base + ip + n])
-        {
-            n += 1;
+        // Extend while both stay inside their bounds.
+        let mut n = min;
+        let room = (ip_bound - ip as isize).min(ref_len - rpix as isize);
+        if room > n as isize {
+            let room = room as usize;
+            n += mismatch(&r[n..room], &x[n..room], mask);
         }
         if n > pass.max_ref_size() {
             return Some((n, image_dist, pix_dist));
