@@ -80,7 +80,12 @@ fn bench(c: &mut Criterion) {
         grp.bench_function("zlib1_dec", |b| b.iter(|| unzlib(black_box(&z), raw.len())));
         grp.finish();
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion/codecs");
+    // Where criterion writes its estimates: CARGO_TARGET_DIR (inherited when set) or target/.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"));
+    let dir = target.join("criterion/codecs");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join("sizes.json"), sizes.finish());
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench codecs [--quick] [--write-images DIR]` and `cargo xtask bench sim
+//! `cargo xtask bench codecs [--quick] [--write-images DIR] [--report]` and `cargo xtask bench sim
 //! [--quick]`: run the criterion benchmarks (release) and print their figures as ratios to
 //! in-run baselines.
 //!
@@ -32,6 +32,9 @@ enum What {
         /// Write the image set as PNG files into DIR and exit.
         #[arg(long, value_name = "DIR")]
         write_images: Option<PathBuf>,
+        /// Print the table from the last run's estimates without running the benchmarks.
+        #[arg(long)]
+        report: bool,
     },
     /// The simulator's speed on the standard scenario.
     Sim {
@@ -80,11 +83,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         What::Codecs {
             quick,
             write_images,
+            report,
         } => {
             if let Some(dir) = write_images {
                 return write_set(&dir);
             }
-            cargo_bench("spice-proto", "codecs", quick)?;
+            if !report {
+                cargo_bench("spice-proto", "codecs", quick)?;
+            }
             codecs_table()
         }
         What::Sim { quick } => {
