@@ -7,7 +7,9 @@
 //! - [`display`]: the display state all clients share.
 //! - [`qxl`]: QXL commands read from guest memory through memory slots, checked.
 //! - [`vdi`]: the traits a VMM implements for its devices.
+//! - [`budget`]: every resource a peer can make the server spend, with its default limit.
 
+pub mod budget;
 pub mod channel;
 pub mod display;
 pub mod link;
@@ -17,4 +19,5 @@ pub mod server;
 pub mod testing;
 pub mod vdi;
 
+pub use budget::Budgets;
 pub use server::{Config, ConnId, ImageCompression, Server};

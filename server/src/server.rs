@@ -143,6 +143,8 @@ pub struct Config {
     pub fresh_key_per_link: bool,
     /// Test-only: a deliberately broken behaviour ([`Breakage`]).
     pub breakage: Option<Breakage>,
+    /// What a peer may make the server spend ([`crate::budget`]).
+    pub budgets: crate::budget::Budgets,
 }
 
 impl Default for Config {
@@ -156,6 +158,7 @@ impl Default for Config {
             seed: 0,
             fresh_key_per_link: true,
             breakage: None,
+            budgets: Default::default(),
         }
     }
 }
