@@ -85,7 +85,10 @@ struct Iface {
 
 fn ts_from_units(units: u64, resolution: u64, offset: i64) -> Timestamp {
     let resolution = resolution.max(1);
-    let secs = (units / resolution) as i64 + offset;
+    // Saturating: a crafted if_tsoffset (or a timestamp past i64) must not overflow.
+    let secs = i64::try_from(units / resolution)
+        .unwrap_or(i64::MAX)
+        .saturating_add(offset);
     let frac = units % resolution;
     let nanos = (frac as u128 * 1_000_000_000u128 / resolution as u128) as u32;
     Timestamp { secs, nanos }

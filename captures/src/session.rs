@@ -39,6 +39,14 @@ use std::collections::BTreeMap;
 const RESYNC_MIN_CHAIN: u32 = 2;
 /// Largest body a resynchronisation candidate may announce.
 const RESYNC_MAX_SIZE: u32 = 16 * 1024 * 1024;
+/// A chain of this many plausible, decodable messages proves a boundary even where no
+/// segment ends (and bounds the walk from one candidate).
+const RESYNC_MAX_HOPS: u32 = 16;
+/// Work (header and body bytes examined) a resynchronisation may spend per byte it buffers,
+/// plus [`RESYNC_WORK_BASE`]: past that the stream is given up until the next hole (a crafted
+/// stream could otherwise make every candidate re-walk a long chain: quadratic).
+const RESYNC_WORK_PER_BYTE: u64 = 64;
+const RESYNC_WORK_BASE: u64 = 16 * 1024 * 1024;
 
 /// The channel-specific and base message types of one channel and direction.
 type TypeTable = &'static [(u16, &'static str)];
@@ -375,6 +383,10 @@ struct Resync {
     cand: usize,
     /// Index in `problems` of the problem this resync resolves.
     problem: usize,
+    /// Bytes examined so far by candidate walks.
+    work: u64,
+    /// The work budget ran out: the rest of the stream (until a hole) is discarded unread.
+    abandoned: bool,
 }
 
 enum Verdict {
@@ -529,6 +541,7 @@ impl DirDecoder {
                         ends,
                         cand: 0,
                         problem: self.problems.len() - 1,
+                        ..Resync::default()
                     });
                     self.try_resync(false);
                     break;
@@ -565,37 +578,46 @@ impl DirDecoder {
 
     fn push_resync(&mut self, data: &[u8], origin: Origin) {
         if let Some(r) = &mut self.resync {
+            if r.abandoned {
+                let (idx, n) = (r.problem, data.len() as u64);
+                self.close_problem(idx, n, None);
+                return;
+            }
             r.buf.extend_from_slice(data);
             r.ends.insert(r.buf.len(), origin);
         }
         self.try_resync(false);
     }
 
-    fn verdict(&self, r: &Resync, p: usize, at_end: bool) -> Verdict {
+    /// Whether a boundary is at `p`, and the bytes examined to decide.
+    fn verdict(&self, r: &Resync, p: usize, at_end: bool) -> (Verdict, u64) {
         let hs = self.kind.size();
         let mut q = p;
         let mut hops = 0u32;
         let mut prev: Option<u64> = None;
+        let mut work = 0u64;
         loop {
             let proven = hops >= RESYNC_MIN_CHAIN || (at_end && hops >= 1 && q == r.buf.len());
-            if proven && r.ends.contains_key(&q) {
-                return Verdict::Accept;
+            if (proven && r.ends.contains_key(&q)) || hops >= RESYNC_MAX_HOPS {
+                return (Verdict::Accept, work);
             }
+            work += hs as u64;
             let Some(hb) = r.buf.get(q..q + hs) else {
-                return if at_end {
+                let v = if at_end {
                     Verdict::Reject
                 } else {
                     Verdict::Undecided
                 };
+                return (v, work);
             };
             let Ok(h) = DataHeader::decode(self.kind, hb) else {
-                return Verdict::Reject;
+                return (Verdict::Reject, work);
             };
             if h.size > RESYNC_MAX_SIZE
                 || !plausible_type(self.channel, self.dir, h.msg_type)
                 || (h.sub_list != 0 && h.sub_list >= h.size)
             {
-                return Verdict::Reject;
+                return (Verdict::Reject, work);
             }
             if self.kind == HeaderKind::Full {
                 let ok = match (prev, self.last_serial) {
@@ -604,14 +626,15 @@ impl DirDecoder {
                     (None, None) => h.serial > 0,
                 };
                 if !ok {
-                    return Verdict::Reject;
+                    return (Verdict::Reject, work);
                 }
                 prev = Some(h.serial);
             }
             let body_at = q + hs;
             if let Some(body) = r.buf.get(body_at..body_at + h.size as usize) {
+                work += body.len() as u64;
                 if spice_proto::decode(self.channel, self.dir, h.msg_type, body).is_err() {
-                    return Verdict::Reject;
+                    return (Verdict::Reject, work);
                 }
             }
             q = body_at + h.size as usize;
@@ -623,8 +646,28 @@ impl DirDecoder {
         let Some(mut r) = self.resync.take() else {
             return;
         };
+        if r.abandoned {
+            // Its problem was closed when it was given up.
+            if !at_end {
+                self.resync = Some(r);
+            }
+            return;
+        }
         while r.cand < r.buf.len() {
-            match self.verdict(&r, r.cand, at_end) {
+            let (verdict, work) = self.verdict(&r, r.cand, at_end);
+            r.work += work;
+            if r.work > RESYNC_WORK_BASE + RESYNC_WORK_PER_BYTE * r.buf.len() as u64 {
+                let d = r.buf.len() as u64;
+                self.close_problem(r.problem, d, None);
+                r.abandoned = true;
+                r.buf = Vec::new();
+                r.ends.clear();
+                if !at_end {
+                    self.resync = Some(r);
+                }
+                return;
+            }
+            match verdict {
                 Verdict::Accept => {
                     let p = r.cand;
                     self.close_problem(r.problem, p as u64, Some(r.start + p as u64));
@@ -712,4 +755,103 @@ pub fn group(channels: Vec<Channel>) -> Vec<Session> {
     }
     sessions.sort_by_key(|s| s.channels.first().map(|c| c.first.frame));
     sessions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::Piece;
+
+    fn origin() -> Origin {
+        Origin {
+            frame: 1,
+            ts: Default::default(),
+        }
+    }
+
+    /// A mini-header client `ack` (type 2, empty body): plausible and decodable anywhere.
+    const ACK: [u8; 6] = [2, 0, 0, 0, 0, 0];
+
+    /// Security review 18: after a hole, every candidate position re-walked the chain of
+    /// messages that follows it. A long chain of valid messages ending in garbage made that
+    /// quadratic (100,000 acks: 5·10^9 header walks). A chain of RESYNC_MAX_HOPS proves the
+    /// boundary now, and the walk's work is bounded per buffered byte.
+    #[test]
+    fn resync_after_a_hole_is_linear_on_a_long_chain_ending_in_garbage() {
+        let mut d = DirDecoder::new(
+            ChannelType::Inputs,
+            Direction::ClientToServer,
+            HeaderKind::Mini,
+        );
+        d.push(&Piece::Gap {
+            offset: 0,
+            len: 3,
+            origin: origin(),
+        });
+        let mut data: Vec<u8> = (0..100_000).flat_map(|_| ACK).collect();
+        data.extend_from_slice(&[0xff; 7]);
+        let n = data.len() as u64;
+        d.push(&Piece::Data {
+            offset: 3,
+            data,
+            origin: origin(),
+        });
+        d.finish();
+        // Resynchronised at once, on the first ack.
+        assert!(
+            matches!(
+                d.problems.first(),
+                Some(Problem::Gap {
+                    resumed_at: Some(3),
+                    discarded: 0,
+                    ..
+                })
+            ),
+            "{:?}",
+            d.problems
+        );
+        assert!(d.messages.len() >= 99_000, "{}", d.messages.len());
+        assert!(n > 0);
+    }
+
+    /// A stream crafted so that no candidate is ever proven (chains one hop short of proof,
+    /// each ending in garbage) costs at most the work budget, then is given up: the problem
+    /// says it never resumed, and no more bytes are buffered for it.
+    #[test]
+    fn a_resync_that_cannot_finish_is_given_up_within_its_work_budget() {
+        let mut d = DirDecoder::new(
+            ChannelType::Inputs,
+            Direction::ClientToServer,
+            HeaderKind::Mini,
+        );
+        d.push(&Piece::Gap {
+            offset: 0,
+            len: 3,
+            origin: origin(),
+        });
+        // Fifteen acks then a byte that breaks the chain, over and over, in small pieces (so
+        // every piece re-runs the pending candidates).
+        let unit: Vec<u8> = (0..RESYNC_MAX_HOPS as usize - 1)
+            .flat_map(|_| ACK)
+            .chain([0xff])
+            .collect();
+        let mut total = 0u64;
+        for _ in 0..20_000 {
+            total += unit.len() as u64;
+            d.push(&Piece::Data {
+                offset: 3,
+                data: unit.clone(),
+                origin: origin(),
+            });
+            if let Some(r) = &d.resync {
+                assert!(r.work <= RESYNC_WORK_BASE + RESYNC_WORK_PER_BYTE * total + 1 << 20);
+            }
+        }
+        d.finish();
+        assert!(d.resync.is_none());
+        let Some(Problem::Gap { discarded, .. }) = d.problems.first() else {
+            panic!("no gap problem: {:?}", d.problems);
+        };
+        assert!(*discarded > 0);
+    }
 }
