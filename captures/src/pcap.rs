@@ -311,4 +311,53 @@ mod tests {
         assert!(read_frames(b"hello world, this is not a pcap file at all", |_| {}).is_err());
         assert!(read_frames(b"", |_| {}).is_err());
     }
+
+    /// Security review 17: a pcapng interface with `if_tsoffset = i64::MAX` (or a timestamp
+    /// past i64 seconds) overflowed the seconds (a debug panic). They saturate now.
+    #[test]
+    fn a_huge_timestamp_offset_saturates() {
+        let t = ts_from_units(u64::MAX, 1, i64::MAX);
+        assert_eq!(t.secs, i64::MAX);
+        let t = ts_from_units(5, 1, i64::MIN);
+        assert_eq!(t.secs, i64::MIN + 5);
+        let t = ts_from_units(1_500_000, 1_000_000, -1);
+        assert_eq!((t.secs, t.nanos), (0, 500_000_000));
+    }
+
+    /// The same through the reader: an interface description with the option, then a packet.
+    #[test]
+    fn a_pcapng_with_if_tsoffset_max_reads_without_panic() {
+        fn block(ty: u32, body: &[u8]) -> Vec<u8> {
+            let len = (12 + body.len()) as u32;
+            let mut b = ty.to_le_bytes().to_vec();
+            b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(body);
+            b.extend_from_slice(&len.to_le_bytes());
+            b
+        }
+        let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        let mut idb = 1u16.to_le_bytes().to_vec(); // Ethernet
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        idb.extend_from_slice(&14u16.to_le_bytes()); // if_tsoffset
+        idb.extend_from_slice(&8u16.to_le_bytes());
+        idb.extend_from_slice(&i64::MAX.to_le_bytes());
+        idb.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
+        let mut epb = 0u32.to_le_bytes().to_vec(); // interface 0
+        epb.extend_from_slice(&u32::MAX.to_le_bytes()); // ts high
+        epb.extend_from_slice(&u32::MAX.to_le_bytes()); // ts low
+        epb.extend_from_slice(&4u32.to_le_bytes());
+        epb.extend_from_slice(&4u32.to_le_bytes());
+        epb.extend_from_slice(&[1, 2, 3, 4]);
+        let mut file = block(0x0A0D_0D0A, &shb);
+        file.extend(block(1, &idb));
+        file.extend(block(6, &epb));
+        let mut seen = vec![];
+        read_frames(&file, |f| seen.push(f.ts)).unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].secs, i64::MAX);
+    }
 }
