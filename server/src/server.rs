@@ -430,8 +430,15 @@ impl Server {
                 Ok(ch.core_mut().is_dead(now_ms))
             });
             if let Some(Ok(true)) = dead {
-                tracing::info!(conn = %id, "closing: no pong for {} ms, the peer is gone",
-                    crate::channel::core::PONG_TIMEOUT_MS);
+                let overflowed = self
+                    .with_channel(id, |ch, _| Ok(ch.core_mut().overflowed()))
+                    .is_some_and(|r| r.unwrap_or(false));
+                if overflowed {
+                    tracing::warn!(conn = %id, "closing: output_cap exceeded, the peer does not read");
+                } else {
+                    tracing::info!(conn = %id, "closing: no pong for {} ms, the peer is gone",
+                        crate::channel::core::PONG_TIMEOUT_MS);
+                }
                 self.drop_conn_output(id);
             }
         }
@@ -637,29 +644,29 @@ impl Server {
             _ => Vec::new(),
         };
         c.session = Some(session_id);
-        let ping_id = self.rng.next_u32();
+        // Seeds the channel's ping ids (a fresh unpredictable id per ping pair, so a client
+        // that does not read cannot answer pings blindly to look alive).
+        let ping_seed = self.rng.next_u64();
         let header = linked.header;
         let channel_list = self.channel_list();
         let state = match ty {
             ChannelType::Main => {
-                let core = ChannelCore::new(header, false, ping_id, now);
-                let net_ping_id = ping_id.wrapping_add(1);
+                let core = ChannelCore::new(header, false, ping_seed, now);
                 State::Main(MainChannel::new(
                     core,
                     &linked,
                     session_id,
-                    net_ping_id,
                     channel_list,
                     &self.shared,
                     now,
                 ))
             }
             ChannelType::Inputs => {
-                let core = ChannelCore::new(header, false, ping_id, now);
+                let core = ChannelCore::new(header, false, ping_seed, now);
                 State::Inputs(InputsChannel::new(core, &linked, &self.shared))
             }
             ChannelType::Display => {
-                let core = ChannelCore::new(header, true, ping_id, now);
+                let core = ChannelCore::new(header, true, ping_seed, now);
                 State::Display(Box::new(DisplayChannel::new(
                     core,
                     &linked,
@@ -668,7 +675,7 @@ impl Server {
                 )))
             }
             ChannelType::Cursor => {
-                let core = ChannelCore::new(header, true, ping_id, now);
+                let core = ChannelCore::new(header, true, ping_seed, now);
                 State::Cursor(CursorChannel::new(
                     core,
                     &linked,

@@ -13,6 +13,8 @@
 
 use std::collections::VecDeque;
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use spice_proto::header::{frame, Framer, HeaderKind, RawMessage};
 use spice_proto::messages::base::{Ping, SetAck};
 use spice_proto::messages::{BaseClient, BaseServer, Message, FIRST_CHANNEL_MESSAGE};
@@ -35,6 +37,11 @@ pub const PONG_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_CLIENT_MESSAGE: u32 = 1024 * 1024;
 /// The default cap on bytes queued for one channel connection.
 pub const DEFAULT_OUTPUT_CAP: usize = 4 * 1024 * 1024;
+/// Bytes a channel may queue past its output cap for messages that cannot wait (pings, an
+/// error): a channel whose queue grows further is not reading, and is closed
+/// ([`ChannelCore::overflowed`]). Every message kind counts against the cap; only these few
+/// may be queued once it is reached.
+pub const FORCED_OUTPUT_SLACK: usize = 64 * 1024;
 
 /// Why a channel connection must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +82,11 @@ pub struct ChannelCore {
     serial: u64,
     acks: Option<Acks>,
     ping: PingState,
+    /// The id of the outstanding ping pair: a new one per pair, from `ping_rng`.
     ping_id: u32,
+    /// Makes ping ids (seeded by the server's RNG; the client never sees the seed). Core ping
+    /// ids are even, [`ChannelCore::private_ping_id`]s odd, so the two never collide.
+    ping_rng: ChaCha8Rng,
     /// When the outstanding ping pair went out.
     ping_sent_ms: u64,
     roundtrip_ms: Option<u64>,
@@ -85,13 +96,17 @@ pub struct ChannelCore {
     out: VecDeque<Vec<u8>>,
     out_bytes: usize,
     output_cap: usize,
+    /// Set when the queue grew past `output_cap + FORCED_OUTPUT_SLACK`: the client is not
+    /// reading; the server closes the connection.
+    overflowed: bool,
 }
 
 impl ChannelCore {
     /// A core for a freshly linked channel. `handle_acks` is true for display and cursor (as
-    /// in the reference); such a core queues `set_ack` at once. `ping_id` should come from the
-    /// server's RNG.
-    pub fn new(kind: HeaderKind, handle_acks: bool, ping_id: u32, now_ms: u64) -> Self {
+    /// in the reference); such a core queues `set_ack` at once. `ping_seed` must come from the
+    /// server's RNG: it seeds the ping ids.
+    pub fn new(kind: HeaderKind, handle_acks: bool, ping_seed: u64, now_ms: u64) -> Self {
+        let ping_rng = ChaCha8Rng::seed_from_u64(ping_seed);
         let mut c = ChannelCore {
             kind,
             framer: Framer::with_limit(kind, MAX_CLIENT_MESSAGE),
@@ -100,13 +115,15 @@ impl ChannelCore {
             ping: PingState::Timer {
                 at_ms: now_ms + FIRST_PING_MS,
             },
-            ping_id,
+            ping_id: 0,
+            ping_rng,
             ping_sent_ms: now_ms,
             roundtrip_ms: None,
             other_pongs: Vec::new(),
             out: VecDeque::new(),
             out_bytes: 0,
             output_cap: DEFAULT_OUTPUT_CAP,
+            overflowed: false,
         };
         if handle_acks {
             c.acks = Some(Acks {
@@ -161,7 +178,36 @@ impl ChannelCore {
         self.out_bytes
     }
 
+    /// Whether the client let its queue grow past the cap and the slack for messages that
+    /// cannot wait: it is not reading, and the connection must be closed.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// A fresh, unpredictable ping id for a ping of the channel's own
+    /// ([`send_ping`](Self::send_ping)); never equal to one the core uses.
+    pub fn private_ping_id(&mut self) -> u32 {
+        self.ping_rng.next_u32() | 1
+    }
+
     fn push(&mut self, msg_type: u16, body: &[u8]) {
+        if self.overflowed {
+            // Already condemned: queue nothing more.
+            return;
+        }
+        if self.out_bytes >= self.output_cap
+            && self.out_bytes + self.kind.size() + body.len()
+                > self.output_cap + FORCED_OUTPUT_SLACK
+        {
+            tracing::warn!(
+                queued = self.out_bytes,
+                cap = self.output_cap,
+                msg_type,
+                "output_cap: the client does not read; closing the channel"
+            );
+            self.overflowed = true;
+            return;
+        }
         self.serial += 1;
         let mut out = Vec::with_capacity(self.kind.size() + body.len());
         frame(self.kind, self.serial, msg_type, body, &mut out);
@@ -173,7 +219,9 @@ impl ChannelCore {
     }
 
     /// Queue a message. Callers check [`can_send`](Self::can_send) first for anything that can
-    /// wait; control messages may be sent regardless.
+    /// wait; only messages that cannot wait (pings, a reply owed now) may be sent regardless,
+    /// and those only up to [`FORCED_OUTPUT_SLACK`] past the cap, after which the channel is
+    /// [`overflowed`](Self::overflowed).
     pub fn send<M: Message>(&mut self, m: &M) {
         self.push(m.msg_type(), &m.to_body());
     }
@@ -203,16 +251,22 @@ impl ChannelCore {
 
     /// When [`handle_timeout`](Self::handle_timeout) wants to be called.
     pub fn poll_timeout(&self) -> Option<u64> {
+        if self.overflowed {
+            // Close it now.
+            return Some(0);
+        }
         match self.ping {
             PingState::Timer { at_ms } => Some(at_ms),
             _ => Some(self.ping_sent_ms + PONG_TIMEOUT_MS),
         }
     }
 
-    /// Whether the peer has not answered a ping for [`PONG_TIMEOUT_MS`]: close the connection.
+    /// Whether the peer has not answered a ping for [`PONG_TIMEOUT_MS`], or stopped reading
+    /// ([`overflowed`](Self::overflowed)): close the connection.
     pub fn is_dead(&self, now_ms: u64) -> bool {
-        !matches!(self.ping, PingState::Timer { .. })
-            && now_ms >= self.ping_sent_ms + PONG_TIMEOUT_MS
+        self.overflowed
+            || (!matches!(self.ping, PingState::Timer { .. })
+                && now_ms >= self.ping_sent_ms + PONG_TIMEOUT_MS)
     }
 
     /// Time passed: send the ping pair when due.
@@ -220,6 +274,8 @@ impl ChannelCore {
         if let PingState::Timer { at_ms } = self.ping {
             if now_ms >= at_ms {
                 self.ping = PingState::Warmup;
+                // Every pair gets a new id: a pong must echo what the client read.
+                self.ping_id = self.ping_rng.next_u32() & !1;
                 self.ping_sent_ms = now_ms;
                 for _ in 0..2 {
                     let ping = BaseServer::Ping(Ping {
@@ -379,6 +435,26 @@ mod tests {
         assert!(c.can_send());
     }
 
+    fn ping_ids(pings: &[(u64, BaseServer)]) -> Vec<u32> {
+        pings
+            .iter()
+            .filter_map(|(_, m)| match m {
+                BaseServer::Ping(p) => Some(p.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pong(kind: HeaderKind, id: u32, at_ms: u64) -> Vec<u8> {
+        client(
+            kind,
+            &BaseClient::Pong(Pong {
+                id,
+                timestamp: at_ms * 1_000_000,
+            }),
+        )
+    }
+
     #[test]
     fn ping_pair_after_100ms_then_latency_then_every_15s() {
         let mut c = ChannelCore::new(HeaderKind::Mini, false, 42, 1000);
@@ -386,20 +462,56 @@ mod tests {
         c.handle_timeout(1099);
         assert!(drain(&mut c).is_empty());
         c.handle_timeout(1100);
-        let pings = drain(&mut c);
-        assert_eq!(pings.len(), 2);
-        assert!(matches!(pings[0].1, BaseServer::Ping(Ping { id: 42, .. })));
-        let pong = BaseClient::Pong(Pong {
-            id: 42,
-            timestamp: 1100 * 1_000_000,
-        });
-        c.handle_bytes(&client(HeaderKind::Mini, &pong), 1105)
+        let ids = ping_ids(&drain(&mut c));
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], ids[1], "one id per pair");
+        c.handle_bytes(&pong(HeaderKind::Mini, ids[0], 1100), 1105)
             .unwrap();
         assert_eq!(c.roundtrip_ms(), None, "the first pong is the warm-up");
-        c.handle_bytes(&client(HeaderKind::Mini, &pong), 1107)
+        c.handle_bytes(&pong(HeaderKind::Mini, ids[0], 1100), 1107)
             .unwrap();
         assert_eq!(c.roundtrip_ms(), Some(7));
         assert_eq!(c.poll_timeout(), Some(1107 + PING_INTERVAL_MS));
+    }
+
+    /// Security review 14: with one ping id per channel, a client that never reads could
+    /// answer pings blindly and stay alive forever. Each pair now has a new id.
+    #[test]
+    fn blind_pongs_do_not_keep_a_silent_client_alive() {
+        let mut c = ChannelCore::new(HeaderKind::Mini, false, 9, 0);
+        c.handle_timeout(FIRST_PING_MS);
+        let first = ping_ids(&drain(&mut c))[0];
+        c.handle_bytes(&pong(HeaderKind::Mini, first, 100), 110)
+            .unwrap();
+        c.handle_bytes(&pong(HeaderKind::Mini, first, 100), 111)
+            .unwrap();
+        let next_at = c.poll_timeout().unwrap();
+        c.handle_timeout(next_at);
+        // The client does not read the new pair; it replays the id it learned.
+        c.handle_bytes(&pong(HeaderKind::Mini, first, next_at), next_at + 1)
+            .unwrap();
+        c.handle_bytes(&pong(HeaderKind::Mini, first, next_at), next_at + 2)
+            .unwrap();
+        assert!(c.is_dead(next_at + PONG_TIMEOUT_MS));
+        let second = ping_ids(&drain(&mut c))[0];
+        assert_ne!(first, second);
+        assert_eq!(second & 1, 0);
+        assert_eq!(c.private_ping_id() & 1, 1);
+    }
+
+    /// Security review 14: messages queued regardless of `can_send` (pings, replies) are
+    /// bounded too: past the cap and its slack the channel is condemned, not grown.
+    #[test]
+    fn forced_output_past_the_cap_overflows_the_channel() {
+        let mut c = ChannelCore::new(HeaderKind::Mini, false, 1, 0);
+        c.set_output_cap(1000);
+        for _ in 0..1_000_000 {
+            c.send(&InputsServer::MouseMotionAck);
+        }
+        assert!(c.overflowed());
+        assert!(c.queued_bytes() <= 1000 + FORCED_OUTPUT_SLACK);
+        assert!(c.is_dead(0));
+        assert_eq!(c.poll_timeout(), Some(0));
     }
 
     #[test]

@@ -85,10 +85,22 @@ impl KbdState {
     }
 }
 
+/// Count one motion (or position); whether it completes a bunch that is acknowledged. The
+/// counter wraps: a client may send more than 2^32 motions in a long session, and 2^32 is a
+/// multiple of the bunch, so the cadence holds across the wrap.
+fn count_motion(motions: &mut u32) -> bool {
+    *motions = motions.wrapping_add(1);
+    *motions % MOTION_ACK_BUNCH == 0
+}
+
 /// One client's inputs channel.
 pub struct InputsChannel {
     core: ChannelCore,
+    /// Motions and positions received (wrapping: only its value modulo the ack bunch counts).
     motions: u32,
+    /// Motion acks owed but not yet queued (the output queue was full): sent when it has room,
+    /// so a client that never reads cannot grow its own queue.
+    acks_owed: u32,
     /// The [`KbdState`] generation last sent to this client.
     kbd_seen: u64,
     /// Test-only breakage state: key messages seen, a held-back position.
@@ -102,6 +114,7 @@ impl InputsChannel {
         InputsChannel {
             core,
             motions: 0,
+            acks_owed: 0,
             kbd_seen: shared.kbd.generation,
             keys_seen: 0,
             held: None,
@@ -113,8 +126,15 @@ impl InputsChannel {
     }
 
     fn motion(&mut self) {
-        self.motions += 1;
-        if self.motions % MOTION_ACK_BUNCH == 0 {
+        if count_motion(&mut self.motions) {
+            self.acks_owed = self.acks_owed.saturating_add(1);
+            self.send_owed_acks();
+        }
+    }
+
+    fn send_owed_acks(&mut self) {
+        while self.acks_owed > 0 && self.core.can_send() {
+            self.acks_owed -= 1;
             self.core.send(&InputsServer::MouseMotionAck);
         }
     }
@@ -138,7 +158,7 @@ impl InputsChannel {
                 match self.held.take() {
                     None if self.motions == 2 => {
                         self.held = Some(p);
-                        self.motions += 1;
+                        self.motions = self.motions.wrapping_add(1);
                         return Ok(());
                     }
                     None => InputsClient::MousePosition(p),
@@ -275,6 +295,7 @@ impl ChannelImpl for InputsChannel {
     }
 
     fn pump(&mut self, shared: &mut Shared, _now_ms: u64) {
+        self.send_owed_acks();
         // The guest changed the keyboard's LEDs (`spice_server_kbd_leds`): that is the state
         // now, sent at once.
         if let Some(k) = shared.keyboard.as_ref() {
@@ -288,10 +309,31 @@ impl ChannelImpl for InputsChannel {
                 kbd.last_leds = Some(leds);
             }
         }
-        if self.kbd_seen != shared.kbd.generation {
+        if self.kbd_seen != shared.kbd.generation && self.core.can_send() {
             self.kbd_seen = shared.kbd.generation;
             self.core
                 .send(&InputsServer::KeyModifiers(shared.kbd.modifiers));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Security review 16: the counter overflowed (a debug panic) after 2^32 motions.
+    #[test]
+    fn motion_counter_wraps_and_keeps_acking_every_fourth() {
+        let mut m = u32::MAX - 5;
+        let acks: Vec<bool> = (0..12).map(|_| count_motion(&mut m)).collect();
+        // u32::MAX - 4 ... u32::MAX, then 0 ...: the multiples of 4 are u32::MAX - 3 and 0, 4.
+        let due: Vec<usize> = acks
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(due, vec![2, 6, 10]);
+        assert_eq!(m, 6);
     }
 }

@@ -30,6 +30,10 @@ enum NetTest {
     Latency {
         sent_ms: u64,
     },
+    /// The latency is known; the bandwidth ping goes out when the output queue has room.
+    RateDue {
+        latency_ms: u64,
+    },
     Rate {
         sent_ms: u64,
         latency_ms: u64,
@@ -48,19 +52,20 @@ pub struct MainChannel {
     channel_list: Vec<ChannelId>,
     list_wanted: bool,
     mouse_mode_seen: u64,
-    /// Agent data from the client, reassembled into `VDAgentMessage`s.
-    agent_in: Vec<u8>,
+    /// Agent data from the client, reassembled into `VDAgentMessage`s under spice-server's
+    /// rules (bounded: a message larger than [`MAX_AGENT_MESSAGE`] is refused by its header).
+    agent_in: spice_proto::agent::Reassembler,
 }
 
-/// The largest agent message the server reassembles (more is dropped with a log line).
-pub const MAX_AGENT_MESSAGE: usize = 1 << 16;
+/// The largest agent message the server reassembles: a client announcing more breaks the
+/// agent protocol and is disconnected, as the reference does.
+pub const MAX_AGENT_MESSAGE: u32 = 1 << 16;
 
 impl MainChannel {
     pub(crate) fn new(
         mut core: ChannelCore,
         linked: &Linked,
         session_id: u32,
-        net_ping_id: u32,
         channel_list: Vec<ChannelId>,
         shared: &Shared,
         now_ms: u64,
@@ -90,6 +95,7 @@ impl MainChannel {
                 core.send(&MainServer::Uuid(uuid));
             }
         }
+        let net_ping_id = core.private_ping_id();
         core.send_ping(net_ping_id, 0, now_ms);
         core.send_ping(net_ping_id, 0, now_ms);
         MainChannel {
@@ -101,7 +107,7 @@ impl MainChannel {
             channel_list,
             list_wanted: false,
             mouse_mode_seen: shared.mouse_mode_generation,
-            agent_in: Vec::new(),
+            agent_in: spice_proto::agent::Reassembler::strict(MAX_AGENT_MESSAGE),
         }
     }
 
@@ -111,41 +117,23 @@ impl MainChannel {
 
     /// Reassemble agent messages. The server reads one itself, as the reference does: the
     /// client's `monitors_config` goes to a QXL device that takes it (the guest may then
-    /// resize); the rest is for an agent, and none is attached, so it is dropped.
-    fn agent_data(&mut self, bytes: &[u8], shared: &mut Shared) {
-        use spice_proto::agent::{AgentBody, BodyOptions, VdAgentMessage, MESSAGE_HEADER_SIZE};
-        self.agent_in.extend_from_slice(bytes);
-        loop {
-            let Some(h) = self.agent_in.get(..MESSAGE_HEADER_SIZE) else {
-                return;
-            };
-            let size = u32::from_le_bytes([h[16], h[17], h[18], h[19]]) as usize;
-            if size > MAX_AGENT_MESSAGE {
-                tracing::warn!(
-                    session = self.session_id,
-                    size,
-                    "agent message too large; dropping the client's agent stream"
-                );
-                self.agent_in.clear();
-                return;
-            }
-            if self.agent_in.len() < MESSAGE_HEADER_SIZE + size {
-                return;
-            }
-            let rest = self.agent_in.split_off(MESSAGE_HEADER_SIZE + size);
-            let whole = std::mem::replace(&mut self.agent_in, rest);
-            let Ok(m) = spice_proto::wire::decode_from_slice::<VdAgentMessage>(&whole) else {
-                continue;
-            };
+    /// resize); the rest is for an agent, and none is attached, so it is dropped. Agent data
+    /// that breaks the protocol (spice-server's `agent_msg_filter` rules) closes the channel.
+    fn agent_data(&mut self, bytes: &[u8], shared: &mut Shared) -> Result<(), ChannelError> {
+        use spice_proto::agent::{AgentBody, BodyOptions, Monitors};
+        let msgs = self.agent_in.push(bytes).map_err(|e| {
+            ChannelError::Protocol(format!("agent data: {e} (limit {MAX_AGENT_MESSAGE} bytes)"))
+        })?;
+        for m in msgs {
             if let Ok(AgentBody::MonitorsConfig(c)) = m.body(BodyOptions::default()) {
+                // At most 16 heads are read, whatever count the client claims.
                 let heads: Vec<crate::vdi::ClientMonitor> = match &c.monitors {
-                    spice_proto::agent::Monitors::Plain(v) => v.clone(),
-                    spice_proto::agent::Monitors::WithPhysicalSize(v) => {
-                        v.iter().map(|m| m.config.clone()).collect()
+                    Monitors::Plain(v) => v.iter().take(16).cloned().collect::<Vec<_>>(),
+                    Monitors::WithPhysicalSize(v) => {
+                        v.iter().take(16).map(|m| m.config.clone()).collect()
                     }
                 }
                 .iter()
-                .take(16)
                 .enumerate()
                 .map(|(i, m)| crate::vdi::ClientMonitor {
                     id: i as u32,
@@ -158,6 +146,7 @@ impl MainChannel {
                 shared.display.client_monitors_config(&heads);
             }
         }
+        Ok(())
     }
 
     pub fn session_id(&self) -> u32 {
@@ -173,7 +162,7 @@ impl MainChannel {
         self.core.poll_timeout()
     }
 
-    fn net_pongs(&mut self, now_ms: u64) {
+    fn net_pongs(&mut self) {
         for (pong, at) in self.core.take_pongs() {
             if pong.id != self.net_ping_id {
                 tracing::debug!(id = pong.id, "pong for an unknown ping");
@@ -182,15 +171,9 @@ impl MainChannel {
             let sent_ms = pong.timestamp / 1_000_000;
             self.net = match self.net {
                 NetTest::Warmup => NetTest::Latency { sent_ms },
-                NetTest::Latency { .. } => {
-                    let latency_ms = at.saturating_sub(sent_ms);
-                    self.core
-                        .send_ping(self.net_ping_id, NET_TEST_BYTES, now_ms);
-                    NetTest::Rate {
-                        sent_ms: now_ms,
-                        latency_ms,
-                    }
-                }
+                NetTest::Latency { .. } => NetTest::RateDue {
+                    latency_ms: at.saturating_sub(sent_ms),
+                },
                 NetTest::Rate {
                     sent_ms,
                     latency_ms,
@@ -201,7 +184,7 @@ impl MainChannel {
                     self.bitrate = Some(bps);
                     NetTest::Done
                 }
-                NetTest::Done => NetTest::Done,
+                s @ (NetTest::RateDue { .. } | NetTest::Done) => s,
             };
         }
     }
@@ -234,7 +217,7 @@ impl MainChannel {
                 }
             }
             MainClient::ClientInfo(_) | MainClient::QualityIndicator(_) => {}
-            MainClient::AgentData(d) => self.agent_data(&d.0, shared),
+            MainClient::AgentData(d) => self.agent_data(&d.0, shared)?,
             MainClient::AgentStart(_) | MainClient::AgentToken(_) => {
                 // No agent is attached: the reference drops agent traffic then too.
             }
@@ -272,7 +255,7 @@ impl ChannelImpl for MainChannel {
         now_ms: u64,
     ) -> Result<(), ChannelError> {
         let msgs = self.core.handle_bytes(data, now_ms)?;
-        self.net_pongs(now_ms);
+        self.net_pongs();
         for raw in msgs {
             let m = MainClient::decode(raw.header.msg_type, &raw.body)?;
             self.handle(m, shared)?;
@@ -280,14 +263,27 @@ impl ChannelImpl for MainChannel {
         Ok(())
     }
 
-    fn pump(&mut self, shared: &mut Shared, _now_ms: u64) {
-        if self.list_wanted {
+    /// What waits for room in the output queue: the bandwidth ping, the channel list and a
+    /// mouse mode change (each sent once, however often it was asked for meanwhile).
+    fn pump(&mut self, shared: &mut Shared, now_ms: u64) {
+        if let NetTest::RateDue { latency_ms } = self.net {
+            if !self.core.can_send() {
+                return;
+            }
+            self.core
+                .send_ping(self.net_ping_id, NET_TEST_BYTES, now_ms);
+            self.net = NetTest::Rate {
+                sent_ms: now_ms,
+                latency_ms,
+            };
+        }
+        if self.list_wanted && self.core.can_send() {
             self.list_wanted = false;
             self.core.send(&MainServer::ChannelsList(ChannelsList {
                 channels: self.channel_list.clone(),
             }));
         }
-        if self.mouse_mode_seen != shared.mouse_mode_generation {
+        if self.mouse_mode_seen != shared.mouse_mode_generation && self.core.can_send() {
             self.mouse_mode_seen = shared.mouse_mode_generation;
             self.core.send(&MainServer::MouseMode(MainMouseMode {
                 supported_modes: shared.supported_mouse_modes(),
