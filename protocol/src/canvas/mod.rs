@@ -18,7 +18,16 @@
 //!
 //! Hostile input: [`Canvas::apply`] never panics; a draw it cannot do returns a
 //! [`CanvasError`] and leaves the surfaces as they were before that draw or partly drawn, never
-//! inconsistent. Surface sizes and cache sizes are bounded by [`Limits`].
+//! inconsistent. Image, mask and surface sizes are bounded by [`Limits`]; everything else a
+//! peer can make the canvas spend is bounded by [`CanvasLimits`]: the work of one draw (pixels
+//! visited, line steps, clip rectangles), the clip rectangles and path points of one draw, and
+//! the pixmap and palette caches by entries and by bytes. Work is bounded by the pixels a draw
+//! touches, not by counts the peer chooses: strokes are clipped to the draw's region before
+//! they are stepped, dash patterns are walked in O(1) per pixel, clip rectangles are swept once
+//! per row. Sizes that come from outside are multiplied with checked or wide arithmetic.
+//!
+//! Must not: panic, allocate by an unchecked size, or do work proportional to a peer-chosen
+//! count beyond its budgets.
 
 mod image;
 pub mod raster;
@@ -65,6 +74,86 @@ pub enum CanvasError {
     NoSource,
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    #[error("glyph {0}: data shorter than its size")]
+    ShortGlyph(usize),
+    /// A budget of [`CanvasLimits`] would be exceeded: the draw is refused.
+    #[error("canvas budget exceeded: {what} (limit {limit})")]
+    Budget { what: &'static str, limit: u64 },
+}
+
+/// What a [`Canvas`] may spend beyond the decoders' [`Limits`]; every field has a safe default
+/// ([`CanvasLimits::from_codec`]). Exceeding one refuses the draw with
+/// [`CanvasError::Budget`] naming it (caches evict instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanvasLimits {
+    /// Image, mask, glyph-string and surface sizes (`max_pixels`).
+    pub codec: Limits,
+    /// Work units one draw may spend: one per pixel visited (region, mask, clip sweep, source
+    /// copy, glyph pixel) and per line step, plus a few per line segment and clip rectangle.
+    /// Default: 8 x `max_pixels` (at least 1 Mi), enough for a full-surface draw with a
+    /// mask, clip rectangles and a surface source.
+    pub max_draw_work: u64,
+    /// Clip rectangles one draw may carry. Default 65,536 (drivers send a few hundred at most).
+    pub max_clip_rects: usize,
+    /// Points of one stroke's path, as sent and after flattening its curves. Default 1 Mi.
+    pub max_path_points: usize,
+    /// Entries of the pixmap cache; the oldest go first past it. Default 131,072.
+    pub max_pixmap_entries: usize,
+    /// Bytes the pixmap cache holds (4 per pixel plus [`PIXMAP_ENTRY_OVERHEAD`] per entry); the
+    /// oldest entries go first past it, and an image larger than it is not cached. Default:
+    /// 2 x `max_pixels` pixels.
+    pub max_pixmap_bytes: u64,
+    /// Palettes in the palette cache; the oldest go first past it. Default 4,096.
+    pub max_palettes: usize,
+    /// Palette entries the palette cache holds in all (a palette over it is not cached).
+    /// Default 1 Mi (4,096 palettes of 256 colours).
+    pub max_palette_entries: u64,
+}
+
+/// Bytes counted per pixmap cache entry on top of its pixels (map nodes, shared header).
+pub const PIXMAP_ENTRY_OVERHEAD: u64 = 128;
+
+impl CanvasLimits {
+    /// The default canvas budgets for decoder limits `codec`.
+    pub fn from_codec(codec: Limits) -> CanvasLimits {
+        CanvasLimits {
+            codec,
+            max_draw_work: codec.max_pixels.saturating_mul(8).max(1 << 20),
+            max_clip_rects: 1 << 16,
+            max_path_points: 1 << 20,
+            max_pixmap_entries: 1 << 17,
+            max_pixmap_bytes: codec.max_pixels.saturating_mul(8),
+            max_palettes: 4096,
+            max_palette_entries: 1 << 20,
+        }
+    }
+}
+
+impl Default for CanvasLimits {
+    fn default() -> Self {
+        CanvasLimits::from_codec(Limits::default())
+    }
+}
+
+/// The work counter of the draw being applied.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    used: u64,
+    limit: u64,
+}
+
+impl Work {
+    /// Count `n` units; refuse the draw once past the budget.
+    fn spend(&mut self, n: u64, what: &'static str) -> Result<(), CanvasError> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.limit {
+            return Err(CanvasError::Budget {
+                what,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One surface: its pixels and SPICE format.
@@ -100,6 +189,10 @@ pub struct CanvasStats {
     pub frames: u64,
     /// Draws whose source was lossy (JPEG) or stream frames.
     pub lossy: u64,
+    /// Work units spent by all draws (see [`CanvasLimits::max_draw_work`]).
+    pub work: u64,
+    /// Work units spent by the last draw applied (refused or not).
+    pub last_work: u64,
 }
 
 /// The client's surfaces and caches, fed display messages in order.
@@ -110,6 +203,8 @@ pub struct Canvas {
     pub caches: Caches,
     pub stats: CanvasStats,
     limits: Limits,
+    climits: CanvasLimits,
+    work: Work,
 }
 
 /// At most this many surfaces, and this many streams, exist at once.
@@ -143,14 +238,30 @@ impl Default for Canvas {
 }
 
 impl Canvas {
+    /// A canvas with decoder limits `limits` and the default budgets for them.
     pub fn new(limits: Limits) -> Canvas {
+        Canvas::with_limits(CanvasLimits::from_codec(limits))
+    }
+
+    /// A canvas with every budget given.
+    pub fn with_limits(climits: CanvasLimits) -> Canvas {
         Canvas {
             surfaces: BTreeMap::new(),
             streams: BTreeMap::new(),
-            caches: Caches::new(limits),
+            caches: Caches::with_limits(climits),
             stats: CanvasStats::default(),
-            limits,
+            limits: climits.codec,
+            climits,
+            work: Work {
+                used: 0,
+                limit: climits.max_draw_work,
+            },
         }
+    }
+
+    /// The budgets this canvas keeps.
+    pub fn limits(&self) -> &CanvasLimits {
+        &self.climits
     }
 
     pub fn surface(&self, id: u32) -> Option<&Surface> {
@@ -168,6 +279,14 @@ impl Canvas {
 
     /// Apply one server message of the display channel.
     pub fn apply(&mut self, m: &DisplayServer) -> Result<(), CanvasError> {
+        self.work.used = 0;
+        let r = self.apply_message(m);
+        self.stats.last_work = self.work.used;
+        self.stats.work = self.stats.work.saturating_add(self.work.used);
+        r
+    }
+
+    fn apply_message(&mut self, m: &DisplayServer) -> Result<(), CanvasError> {
         use DisplayServer as D;
         match m {
             D::SurfaceCreate(c) => self.surface_create(c),
@@ -395,7 +514,7 @@ impl Canvas {
     }
 
     /// The surface a draw targets and its region (bbox ∩ surface ∩ clip); `None` when empty.
-    fn region(&self, base: &DisplayBase) -> Result<Option<(u32, Region)>, CanvasError> {
+    fn region(&mut self, base: &DisplayBase) -> Result<Option<(u32, Region)>, CanvasError> {
         let s = self
             .surfaces
             .get(&base.surface_id)
@@ -403,7 +522,19 @@ impl Canvas {
         let Some(mut reg) = Region::new(&base.bbox, s.raster.width, s.raster.height) else {
             return Ok(None);
         };
+        self.work.spend(reg.area(), "draw area")?;
         if let Clip::Rects(rects) = &base.clip {
+            if rects.len() > self.climits.max_clip_rects {
+                return Err(CanvasError::Budget {
+                    what: "clip rectangles",
+                    limit: self.climits.max_clip_rects as u64,
+                });
+            }
+            // Sorting and sweeping the rectangles: O(r log r + area).
+            let n = rects.len() as u64;
+            let log = u64::from(64 - n.leading_zeros());
+            self.work
+                .spend(n.saturating_mul(log + 1) + reg.area(), "clip rectangles")?;
             reg.clip_rects(rects);
         }
         if reg.is_empty() {
@@ -437,6 +568,8 @@ impl Canvas {
                 .surfaces
                 .get(&id)
                 .ok_or(CanvasError::UnknownSurface(id))?;
+            self.work
+                .spend(s.raster.px.len() as u64, "surface source copy")?;
             return Ok(Rc::new(s.raster.clone()));
         }
         let d = self.caches.decode(img)?;
@@ -513,30 +646,24 @@ impl Canvas {
         let Some(img) = m.bitmap.as_deref() else {
             return Ok(());
         };
-        let (mw, mh, bits) = if let ImageData::Surface(id) = img.data {
-            let s = self
-                .surfaces
-                .get(&id)
-                .ok_or(CanvasError::UnknownSurface(id))?;
-            let r = &s.raster;
-            (
-                r.width,
-                r.height,
-                r.px.iter().map(|p| p & 0x00ff_ffff != 0).collect(),
-            )
-        } else {
-            image::mask_bits(img, &mut self.caches)?
-        };
         let invert = m.flags.contains(crate::display::MaskFlags::INVERS);
         let ox = bbox.left as i64 - m.pos.x as i64;
         let oy = bbox.top as i64 - m.pos.y as i64;
-        reg.restrict(|x, y| {
-            let (mx, my) = (x - ox, y - oy);
-            if mx < 0 || my < 0 || mx >= mw as i64 || my >= mh as i64 {
-                return false;
-            }
-            bits[my as usize * mw as usize + mx as usize] != invert
-        });
+        self.work.spend(reg.area(), "mask")?;
+        if let ImageData::Surface(id) = img.data {
+            let r = &self
+                .surfaces
+                .get(&id)
+                .ok_or(CanvasError::UnknownSurface(id))?
+                .raster;
+            reg.restrict(|x, y| {
+                r.raw(x - ox, y - oy)
+                    .is_some_and(|p| (p & 0x00ff_ffff != 0) != invert)
+            });
+            return Ok(());
+        }
+        let mask = image::mask_image(img, &mut self.caches)?;
+        reg.restrict(|x, y| mask.get(x - ox, y - oy).is_some_and(|b| b != invert));
         Ok(())
     }
 
@@ -549,9 +676,18 @@ impl Canvas {
         if dx == 0 && dy == 0 {
             return Ok(());
         }
-        let old = self.surfaces[&sid].raster.clone();
-        reg.intersect_xywh(dx, dy, old.width as i64, old.height as i64);
-        self.fill_with(sid, &reg, |x, y, d| old.raw(x - dx, y - dy).unwrap_or(d));
+        // Only the source rectangle of the region is copied (not the whole surface).
+        let Some(surface) = self.surfaces.get(&sid) else {
+            return Ok(());
+        };
+        let (sw, sh) = (surface.raster.width as i64, surface.raster.height as i64);
+        reg.intersect_xywh(dx, dy, sw, sh);
+        self.work.spend(reg.area(), "copy_bits source")?;
+        let (sx, sy) = (reg.x - dx, reg.y - dy);
+        let old = surface.raster.sub(sx, sy, reg.w, reg.h);
+        self.fill_with(sid, &reg, |x, y, d| {
+            old.raw(x - dx - sx, y - dy - sy).unwrap_or(d)
+        });
         Ok(())
     }
 
@@ -596,7 +732,10 @@ impl Canvas {
         if glyphs.is_empty() {
             return Ok(());
         }
-        // The string's mask: the union of the glyph boxes, 8-bit coverage.
+        // The string's mask: the union of the glyph boxes, 8-bit coverage, kept only where it
+        // meets the draw's region (so its size is bounded by the region, whatever the
+        // positions the peer chose).
+        self.work.spend(glyphs.len() as u64, "glyphs")?;
         let boxes: Vec<(i64, i64, i64, i64)> = glyphs
             .iter()
             .map(|g| {
@@ -605,22 +744,47 @@ impl Canvas {
                 (l, t, l + g.width as i64, t + g.height as i64)
             })
             .collect();
-        let l = boxes.iter().map(|b| b.0).min().unwrap_or(0);
-        let tp = boxes.iter().map(|b| b.1).min().unwrap_or(0);
-        let r = boxes.iter().map(|b| b.2).max().unwrap_or(0);
-        let b = boxes.iter().map(|b| b.3).max().unwrap_or(0);
-        let (mw, mh) = ((r - l) as u64, (b - tp) as u64);
-        if mw * mh > self.limits.max_pixels {
-            return Err(CanvasError::TooLarge);
-        }
-        let mut cov = vec![0u8; (mw * mh) as usize];
-        for (g, bx) in glyphs.iter().zip(&boxes) {
+        let l = boxes.iter().map(|b| b.0).min().unwrap_or(0).max(reg.x);
+        let tp = boxes.iter().map(|b| b.1).min().unwrap_or(0).max(reg.y);
+        let r = boxes
+            .iter()
+            .map(|b| b.2)
+            .max()
+            .unwrap_or(0)
+            .min(reg.x + reg.w as i64);
+        let b = boxes
+            .iter()
+            .map(|b| b.3)
+            .max()
+            .unwrap_or(0)
+            .min(reg.y + reg.h as i64);
+        let (mw, mh) = ((r - l).max(0) as u64, (b - tp).max(0) as u64);
+        let n = mw
+            .checked_mul(mh)
+            .filter(|&n| n <= self.limits.max_pixels)
+            .ok_or(CanvasError::TooLarge)?;
+        let mut cov = vec![0u8; n as usize];
+        for (gi, (g, bx)) in glyphs.iter().zip(&boxes).enumerate() {
             let (w, h) = (g.width as usize, g.height as usize);
             let stride = (w * bpp as usize).div_ceil(8);
-            for row in 0..h {
+            if stride.checked_mul(h).map_or(true, |n| g.data.len() < n) {
+                return Err(CanvasError::ShortGlyph(gi));
+            }
+            // The glyph's rows and columns inside the coverage box.
+            let span = |lo: i64, hi: i64, at: i64, n: usize| {
+                let a = (lo - at).clamp(0, n as i64) as usize;
+                let z = (hi - at).clamp(0, n as i64) as usize;
+                (a, z.max(a))
+            };
+            let (row0, row1) = span(tp, b, bx.1, h);
+            let (col0, col1) = span(l, r, bx.0, w);
+            self.work
+                .spend(((row1 - row0) * (col1 - col0)) as u64, "glyph pixels")?;
+            for row in row0..row1 {
                 // Glyph rows are stored bottom-up.
                 let src = &g.data[(h - 1 - row) * stride..][..stride];
-                for col in 0..w {
+                let my = (bx.1 + row as i64 - tp) as usize;
+                for col in col0..col1 {
                     let v = match bpp {
                         1 => {
                             if src[col / 8] >> (7 - col % 8) & 1 == 1 {
@@ -639,8 +803,7 @@ impl Canvas {
                         }
                         _ => src[col],
                     };
-                    let mx = (bx.0 - l) as usize + col;
-                    let my = (bx.1 - tp) as usize + row;
+                    let mx = (bx.0 + col as i64 - l) as usize;
                     let c = &mut cov[my * mw as usize + mx];
                     *c = (*c).max(v);
                 }
@@ -701,10 +864,29 @@ impl Canvas {
                 dashes.clear();
             }
         }
+        let dashes = Dashes::new(dashes);
+        self.work.spend(
+            dashes.as_ref().map_or(0, |d| d.len.len() as u64),
+            "dash pattern",
+        )?;
         // Polylines in integer pixels.
+        let max_points = self.climits.max_path_points;
+        let sent = s
+            .path
+            .segments
+            .iter()
+            .fold(0usize, |n, g| n.saturating_add(g.points.len()));
+        if sent > max_points {
+            return Err(CanvasError::Budget {
+                what: "path points",
+                limit: max_points as u64,
+            });
+        }
+        self.work.spend(sent as u64, "path points")?;
         let mut lines: Vec<Vec<(i64, i64)>> = Vec::new();
         let mut cur: Vec<(i64, i64)> = Vec::new();
-        let mut budget = 1 << 20; // points, against hostile beziers
+        // Points from flattened curves, against hostile beziers.
+        let mut budget = u32::try_from(max_points).unwrap_or(u32::MAX);
         for seg in &s.path.segments {
             let mut pts = seg.points.iter();
             if seg.flags.contains(PathFlags::BEGIN) {
@@ -738,42 +920,45 @@ impl Canvas {
         if !cur.is_empty() {
             lines.push(cur);
         }
-        // Rasterise (zero width, the last point of each polyline not drawn).
-        let mut pixels: Vec<(i64, i64)> = Vec::new();
+        // Rasterise (zero width, the last point of each polyline not drawn). Each segment is
+        // clipped to the region's rectangle before it is stepped, so only the pixels inside
+        // are visited; the dash pattern skips the pixels outside in O(log n).
+        let (w, h) = (reg.w as usize, reg.h as usize);
+        let clip = (reg.x, reg.y, reg.x + w as i64, reg.y + h as i64);
+        let mut on = vec![false; w * h];
+        let start = dashes.as_ref().map(|d| d.start(dash_offset));
         for line in &lines {
-            let mut dash_i = 0usize;
-            let mut dash_left = dashes.first().copied().unwrap_or(0);
-            let mut skip = dash_offset;
-            while !dashes.is_empty() && skip > 0 {
-                let n = skip.min(dash_left);
-                skip -= n;
-                dash_left -= n;
-                if dash_left == 0 {
-                    dash_i = (dash_i + 1) % dashes.len();
-                    dash_left = dashes[dash_i];
+            let mut pos = start;
+            for seg in line.windows(2) {
+                let zl = ZeroLine::new(seg[0], seg[1]);
+                let inside = zl.clip(clip);
+                self.work.spend(
+                    64 + (inside.end - inside.start) as u64,
+                    "stroke pixel steps",
+                )?;
+                if let (Some(d), Some(p)) = (&dashes, &mut pos) {
+                    d.advance(p, inside.start as u64);
                 }
-            }
-            for w in line.windows(2) {
-                bresenham(w[0], w[1], |x, y| {
-                    let on = dashes.is_empty() || dash_i % 2 == 0;
-                    if on && pixels.len() < 1 << 22 {
-                        pixels.push((x, y));
-                    }
-                    if !dashes.is_empty() {
-                        dash_left = dash_left.saturating_sub(1);
-                        let mut guard = dashes.len();
-                        while dash_left == 0 && guard > 0 {
-                            dash_i = (dash_i + 1) % dashes.len();
-                            dash_left = dashes[dash_i];
-                            guard -= 1;
+                zl.step(inside.clone(), |x, y| {
+                    let lit = match (&dashes, &mut pos) {
+                        (Some(d), Some(p)) => {
+                            let lit = p.i % 2 == 0;
+                            d.step(p);
+                            lit
                         }
+                        _ => true,
+                    };
+                    if lit {
+                        on[(y - clip.1) as usize * w + (x - clip.0) as usize] = true;
                     }
                 });
+                if let (Some(d), Some(p)) = (&dashes, &mut pos) {
+                    d.advance(p, (zl.major - inside.end) as u64);
+                }
             }
         }
         let mut sel = reg.clone();
-        let set: std::collections::BTreeSet<(i64, i64)> = pixels.into_iter().collect();
-        sel.restrict(|x, y| set.contains(&(x, y)));
+        sel.restrict(|x, y| on[(y - clip.1) as usize * w + (x - clip.0) as usize]);
         self.fill_with(sid, &sel, |x, y, dst| {
             let p = paint.as_ref().map_or(0, |p| p.at(x, y));
             rop.apply(p, dst)
@@ -1010,13 +1195,16 @@ fn bilinear(src: &Raster, ux: i64, uy: i64) -> Option<u32> {
 fn fetch(r: &Raster, t: Option<&Transform>, x: i64, y: i64, repeat: u32) -> Option<u32> {
     let (mut sx, mut sy) = (x, y);
     if let Some(t) = t {
-        let cx = (x << 16) + 0x8000;
-        let cy = (y << 16) + 0x8000;
-        let m = |v: u32| v as i32 as i64;
+        // In i128: a coordinate of up to ~2^33 in 16.16 times a 32-bit matrix entry does not
+        // fit an i64 (a far-left bbox); results beyond i64 saturate (outside any raster).
+        let cx = ((x as i128) << 16) + 0x8000;
+        let cy = ((y as i128) << 16) + 0x8000;
+        let m = |v: u32| v as i32 as i128;
         let tx = (m(t.t00) * cx + m(t.t01) * cy) / 65536 + m(t.t02);
         let ty = (m(t.t10) * cx + m(t.t11) * cy) / 65536 + m(t.t12);
-        sx = (tx - 1) >> 16;
-        sy = (ty - 1) >> 16;
+        let sat = |v: i128| i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX });
+        sx = sat((tx - 1) >> 16);
+        sy = sat((ty - 1) >> 16);
     }
     let (w, h) = (r.width as i64, r.height as i64);
     if w == 0 || h == 0 {
@@ -1082,6 +1270,275 @@ fn subdivide_bezier(out: &mut Vec<(i64, i64)>, p: [(i64, i64); 4], depth: u32, b
     subdivide_bezier(out, [p0123, p123, p23, d], depth + 1, budget);
 }
 
+/// A dash pattern (pixels on, off, on, ...; some lengths may be 0) walked in O(1) per pixel:
+/// zero-length entries are skipped through `next`, and a run of `n` pixels is skipped in
+/// O(log entries) through the pattern's period.
+struct Dashes {
+    len: Vec<u32>,
+    /// `end[i]`: the sum of `len[..=i]`.
+    end: Vec<u64>,
+    /// `next[i]`: the first entry after `i` (cyclically) with a non-zero length.
+    next: Vec<usize>,
+    /// The sum of all lengths (> 0).
+    period: u64,
+}
+
+/// Where a line is in its dash pattern: entry `i` (even = on), `left` pixels of it to go.
+/// `left` is 0 only at a polyline's start when it starts on a zero-length entry: that pixel
+/// is drawn with the entry's parity and the next one moves on, as the reference steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DashPos {
+    i: usize,
+    left: u32,
+}
+
+impl Dashes {
+    /// `None` when there is no pattern (empty or all zero: a solid line).
+    fn new(len: Vec<u32>) -> Option<Dashes> {
+        if len.iter().all(|&l| l == 0) {
+            return None;
+        }
+        let end: Vec<u64> = len
+            .iter()
+            .scan(0u64, |acc, &l| {
+                *acc += l as u64;
+                Some(*acc)
+            })
+            .collect();
+        let period = *end.last()?;
+        let n = len.len();
+        // Walk backwards twice so every entry sees the next non-zero one, wrapping.
+        let mut next = vec![0usize; n];
+        let mut after = None;
+        for k in (0..2 * n).rev() {
+            let i = k % n;
+            if let Some(a) = after {
+                next[i] = a;
+            }
+            if len[i] > 0 {
+                after = Some(i);
+            }
+        }
+        Some(Dashes {
+            len,
+            end,
+            next,
+            period,
+        })
+    }
+
+    /// The entry holding position `phase` (`< period`) and the pixels left in it after it.
+    fn at(&self, phase: u64) -> DashPos {
+        let i = self.end.partition_point(|&e| e <= phase);
+        DashPos {
+            i,
+            left: (self.end[i] - phase) as u32,
+        }
+    }
+
+    /// The state at the start of every polyline: entry 0 with `offset` pixels skipped, as the
+    /// reference converts a style that starts with a gap (an entry used up exactly moves on
+    /// to the next entry, even a zero-length one).
+    fn start(&self, offset: u32) -> DashPos {
+        if offset == 0 {
+            return DashPos {
+                i: 0,
+                left: self.len[0],
+            };
+        }
+        // The entry of the last pixel skipped.
+        let last = self.at((offset as u64 - 1) % self.period);
+        if last.left > 1 {
+            return DashPos {
+                i: last.i,
+                left: last.left - 1,
+            };
+        }
+        let i = (last.i + 1) % self.len.len();
+        DashPos {
+            i,
+            left: self.len[i],
+        }
+    }
+
+    /// One pixel on.
+    #[inline]
+    fn step(&self, p: &mut DashPos) {
+        p.left = p.left.saturating_sub(1);
+        if p.left == 0 {
+            p.i = self.next[p.i];
+            p.left = self.len[p.i];
+        }
+    }
+
+    /// `n` pixels on.
+    fn advance(&self, p: &mut DashPos, mut n: u64) {
+        if n == 0 {
+            return;
+        }
+        if p.left == 0 {
+            self.step(p);
+            n -= 1;
+        }
+        let phase = (self.end[p.i] - p.left as u64 + n) % self.period;
+        *p = self.at(phase);
+    }
+}
+
+/// A zero-width line from `a` towards `b`, `b` itself excluded (CapNotLast), as X's
+/// `miZeroLine` (which spice-gtk's canvas uses) steps it: Bresenham with the error term biased
+/// per octant (`DEFAULTZEROLINEBIAS`: octants 2 to 5 prefer the axial step on a tie). Pixel
+/// `k` (`0 <= k < major`) has a closed form, so a line can be clipped to a rectangle before it
+/// is stepped and only the pixels inside are visited, exactly those the whole line has there.
+struct ZeroLine {
+    a: (i64, i64),
+    sx: i64,
+    sy: i64,
+    x_major: bool,
+    /// Pixels of the line (the longer axis' length).
+    major: i64,
+    /// Twice the shorter axis' length.
+    e1: i64,
+    /// The error term before the first pixel.
+    e0: i64,
+}
+
+impl ZeroLine {
+    fn new(a: (i64, i64), b: (i64, i64)) -> ZeroLine {
+        const XDECREASING: u32 = 4;
+        const YDECREASING: u32 = 2;
+        const YMAJOR: u32 = 1;
+        // OCTANT2 | OCTANT3 | OCTANT4 | OCTANT5.
+        const BIAS: u32 = (1 << (YDECREASING | YMAJOR))
+            | (1 << (XDECREASING | YDECREASING | YMAJOR))
+            | (1 << (XDECREASING | YDECREASING))
+            | (1 << XDECREASING);
+        let (mut octant, mut sx, mut sy) = (0u32, 1i64, 1i64);
+        let mut adx = b.0 - a.0;
+        if adx < 0 {
+            adx = -adx;
+            sx = -1;
+            octant |= XDECREASING;
+        }
+        let mut ady = b.1 - a.1;
+        if ady < 0 {
+            ady = -ady;
+            sy = -1;
+            octant |= YDECREASING;
+        }
+        let x_major = adx > ady;
+        let (major, minor) = if x_major { (adx, ady) } else { (ady, adx) };
+        if !x_major {
+            octant |= YMAJOR;
+        }
+        // miZeroLine: e = e1 - major - bias, then e -= e1 before the loop.
+        let e1 = minor << 1;
+        let e0 = -major - ((BIAS >> octant) & 1) as i64;
+        ZeroLine {
+            a,
+            sx,
+            sy,
+            x_major,
+            major,
+            e1,
+            e0,
+        }
+    }
+
+    /// Steps along the shorter axis taken before pixel `k` (`0 <= k <= major`). The error
+    /// before pixel `k` is `e0 + k * e1 - 2 * major * m` and stays in `[-2 major, 0)`.
+    #[inline]
+    fn minor_steps(&self, k: i64) -> i64 {
+        (self.e0 + k * self.e1).div_euclid(2 * self.major) + 1
+    }
+
+    /// The pixels `k` whose (x, y) lies in `[x0, x1) x [y0, y1)`: one range, as both
+    /// coordinates move monotonically.
+    fn clip(&self, (x0, y0, x1, y1): (i64, i64, i64, i64)) -> std::ops::Range<i64> {
+        if self.major <= 0 {
+            return 0..0;
+        }
+        let (s_maj, s_min, a_maj, a_min, (lo_maj, hi_maj), (lo_min, hi_min)) = if self.x_major {
+            (self.sx, self.sy, self.a.0, self.a.1, (x0, x1), (y0, y1))
+        } else {
+            (self.sy, self.sx, self.a.1, self.a.0, (y0, y1), (x0, x1))
+        };
+        // coord(k) = start + s * f(k), f non-decreasing from 0: the k with coord in [lo, hi)
+        // are those with f(k) in [l, h).
+        let bounds = |start: i64, s: i64, lo: i64, hi: i64| {
+            if s > 0 {
+                (lo - start, hi - start)
+            } else {
+                (start - hi + 1, start - lo + 1)
+            }
+        };
+        let m = self.major;
+        let (l, h) = bounds(a_maj, s_maj, lo_maj, hi_maj);
+        let (k0, k1) = (l.clamp(0, m), h.clamp(0, m));
+        let (l, h) = bounds(a_min, s_min, lo_min, hi_min);
+        let first = |target: i64| {
+            // The first k in [0, m] with minor_steps(k) >= target (m if none).
+            let (mut lo, mut hi) = (0i64, m);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if self.minor_steps(mid) >= target {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            lo
+        };
+        let (j0, j1) = (first(l), first(h));
+        let (s, e) = (k0.max(j0), k1.min(j1));
+        if s < e {
+            s..e
+        } else {
+            0..0
+        }
+    }
+
+    /// Call `f(x, y)` for the pixels `k` in `range` (`0 <= start <= end <= major`), in order.
+    fn step(&self, range: std::ops::Range<i64>, mut f: impl FnMut(i64, i64)) {
+        if range.start >= range.end {
+            return;
+        }
+        let k0 = range.start;
+        let m0 = self.minor_steps(k0);
+        let two_major = 2 * self.major;
+        let mut e = self.e0 + k0 * self.e1 - two_major * m0;
+        let (mut maj, mut min, s_maj, s_min) = if self.x_major {
+            (
+                self.a.0 + self.sx * k0,
+                self.a.1 + self.sy * m0,
+                self.sx,
+                self.sy,
+            )
+        } else {
+            (
+                self.a.1 + self.sy * k0,
+                self.a.0 + self.sx * m0,
+                self.sy,
+                self.sx,
+            )
+        };
+        for _ in range {
+            if self.x_major {
+                f(maj, min);
+            } else {
+                f(min, maj);
+            }
+            e += self.e1;
+            if e >= 0 {
+                min += s_min;
+                e -= two_major;
+            }
+            maj += s_maj;
+        }
+    }
+}
+
+#[cfg(test)]
 /// The pixels of a zero-width line from `a` towards `b`, `b` itself excluded (CapNotLast),
 /// as X's `miZeroLine` (which spice-gtk's canvas uses) steps them: Bresenham with the error
 /// term biased per octant (`DEFAULTZEROLINEBIAS`: octants 2 to 5 prefer the axial step on a

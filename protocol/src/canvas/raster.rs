@@ -359,16 +359,73 @@ impl Region {
                 return;
             }
         }
-        self.restrict(|x, y| {
-            rects.iter().any(|r| {
-                x >= r.left as i64 && x < r.right as i64 && y >= r.top as i64 && y < r.bottom as i64
+        self.clip_rects_sweep(rects);
+    }
+
+    /// The general case of [`Region::clip_rects`]: the rectangles clamped to the region, sorted
+    /// by top and by bottom once, then swept row by row with a difference array of the columns
+    /// covered, so the cost is O(r log r + w * h), not rectangles times pixels.
+    fn clip_rects_sweep(&mut self, rects: &[Rect]) {
+        let (w, h) = (self.w as usize, self.h as usize);
+        let (x0, y0) = (self.x, self.y);
+        let (x1, y1) = (x0 + w as i64, y0 + h as i64);
+        // (left, top, right, bottom) relative to the region, non-empty.
+        let clamped: Vec<(usize, usize, usize, usize)> = rects
+            .iter()
+            .filter_map(|r| {
+                let l = (r.left as i64).max(x0);
+                let t = (r.top as i64).max(y0);
+                let rr = (r.right as i64).min(x1);
+                let b = (r.bottom as i64).min(y1);
+                (l < rr && t < b).then(|| {
+                    (
+                        (l - x0) as usize,
+                        (t - y0) as usize,
+                        (rr - x0) as usize,
+                        (b - y0) as usize,
+                    )
+                })
             })
-        });
+            .collect();
+        let mut by_top: Vec<usize> = (0..clamped.len()).collect();
+        by_top.sort_unstable_by_key(|&i| clamped[i].1);
+        let mut by_bottom = by_top.clone();
+        by_bottom.sort_unstable_by_key(|&i| clamped[i].3);
+        let mask = self.mask.get_or_insert_with(|| vec![true; w * h]);
+        let mut diff = vec![0i64; w + 1];
+        let (mut ti, mut bi) = (0, 0);
+        for (j, row) in mask.chunks_exact_mut(w.max(1)).take(h).enumerate() {
+            // A rectangle ending here started on an earlier row, so it is active.
+            while bi < by_bottom.len() && clamped[by_bottom[bi]].3 <= j {
+                let (l, _, r, _) = clamped[by_bottom[bi]];
+                diff[l] -= 1;
+                diff[r] += 1;
+                bi += 1;
+            }
+            while ti < by_top.len() && clamped[by_top[ti]].1 <= j {
+                let (l, _, r, _) = clamped[by_top[ti]];
+                diff[l] += 1;
+                diff[r] -= 1;
+                ti += 1;
+            }
+            let mut cover = 0i64;
+            for (m, d) in row.iter_mut().zip(&diff) {
+                cover += d;
+                if cover <= 0 {
+                    *m = false;
+                }
+            }
+        }
     }
 
     /// Keep only pixels inside the rectangle (x, y, w, h).
     pub fn intersect_xywh(&mut self, x: i64, y: i64, w: i64, h: i64) {
         self.restrict(|px, py| px >= x && px < x + w && py >= y && py < y + h);
+    }
+
+    /// Pixels of the region's rectangle (`w * h`).
+    pub fn area(&self) -> u64 {
+        self.w as u64 * self.h as u64
     }
 
     pub fn is_empty(&self) -> bool {
