@@ -370,16 +370,14 @@ impl Canvas {
                     return cv.touch_brush(&o.brush);
                 };
                 cv.mask(&mut reg, &o.mask, &d.base.bbox)?;
-                let src = cv.source(o.src_bitmap.as_deref())?;
-                cv.blit(
-                    sid,
-                    &reg,
-                    &src,
+                let (src, map) = cv.sampled(
+                    o.src_bitmap.as_deref(),
                     &o.src_area,
                     &d.base.bbox,
+                    &reg,
                     o.scale_mode,
-                    Rop::COPY,
-                );
+                )?;
+                cv.blit_with(sid, &reg, &src, &map, Rop::COPY);
                 let rop = Rop::from_ropd(o.rop_descriptor, RopInput::Brush, RopInput::Src);
                 cv.paint(sid, &reg, &o.brush, rop)
             }),
@@ -389,17 +387,15 @@ impl Canvas {
                     return cv.touch(c.src_bitmap.as_deref());
                 };
                 cv.mask(&mut reg, &c.mask, &d.base.bbox)?;
-                let src = cv.source(c.src_bitmap.as_deref())?;
-                let rop = Rop::from_ropd(c.rop_descriptor, RopInput::Src, RopInput::Dest);
-                cv.blit(
-                    sid,
-                    &reg,
-                    &src,
+                let (src, map) = cv.sampled(
+                    c.src_bitmap.as_deref(),
                     &c.src_area,
                     &d.base.bbox,
+                    &reg,
                     c.scale_mode,
-                    rop,
-                );
+                )?;
+                let rop = Rop::from_ropd(c.rop_descriptor, RopInput::Src, RopInput::Dest);
+                cv.blit_with(sid, &reg, &src, &map, rop);
                 Ok(())
             }),
             D::DrawBlackness(d) | D::DrawWhiteness(d) | D::DrawInvers(d) => {
@@ -431,9 +427,14 @@ impl Canvas {
                 let Some((sid, reg)) = cv.region(&d.base)? else {
                     return cv.touch(t.src_bitmap.as_deref());
                 };
-                let src = cv.source(t.src_bitmap.as_deref())?;
+                let (src, map) = cv.sampled(
+                    t.src_bitmap.as_deref(),
+                    &t.src_area,
+                    &d.base.bbox,
+                    &reg,
+                    ImageScaleMode::Nearest,
+                )?;
                 let key = t.true_color & 0x00ff_ffff;
-                let map = Sampler::new(&src, &t.src_area, &d.base.bbox, ImageScaleMode::Nearest);
                 cv.fill_with(sid, &reg, |x, y, dst| match map.get(&src, x, y) {
                     Some(s) if s & 0x00ff_ffff != key => s,
                     _ => dst,
@@ -448,14 +449,19 @@ impl Canvas {
                 if a.alpha == 0 {
                     return cv.touch(a.src_bitmap.as_deref());
                 }
-                let src = cv.source(a.src_bitmap.as_deref())?;
+                let (src, map) = cv.sampled(
+                    a.src_bitmap.as_deref(),
+                    &a.src_area,
+                    &d.base.bbox,
+                    &reg,
+                    ImageScaleMode::Nearest,
+                )?;
                 let src_alpha = match a.src_bitmap.as_deref().map(|i| &i.data) {
                     Some(ImageData::Surface(_)) => {
                         a.alpha_flags.contains(AlphaFlags::SRC_SURFACE_HAS_ALPHA)
                     }
                     _ => src.alpha,
                 };
-                let map = Sampler::new(&src, &a.src_area, &d.base.bbox, ImageScaleMode::Nearest);
                 let m = a.alpha as u32;
                 cv.fill_with(sid, &reg, |x, y, dst| match map.get(&src, x, y) {
                     Some(s) => {
@@ -579,6 +585,40 @@ impl Canvas {
         Ok(d.raster)
     }
 
+    /// A draw's source image and the sampler that maps the draw's pixels into it. A surface
+    /// source is copied only where the draw's region can read it (its source span, one pixel
+    /// wider for bilinear), not whole.
+    fn sampled(
+        &mut self,
+        img: Option<&Image>,
+        area: &Rect,
+        bbox: &Rect,
+        reg: &Region,
+        mode: ImageScaleMode,
+    ) -> Result<(Rc<Raster>, Sampler), CanvasError> {
+        let img = img.ok_or(CanvasError::NoSource)?;
+        let mut map = Sampler::new(area, bbox, mode);
+        let ImageData::Surface(id) = img.data else {
+            return Ok((self.source(Some(img))?, map));
+        };
+        let r = &self
+            .surfaces
+            .get(&id)
+            .ok_or(CanvasError::UnknownSurface(id))?
+            .raster;
+        let (bx, by) = (bbox.left as i64, bbox.top as i64);
+        let (x0, x1) = map.span(true, reg.x - bx, reg.x + reg.w as i64 - 1 - bx);
+        let (y0, y1) = map.span(false, reg.y - by, reg.y + reg.h as i64 - 1 - by);
+        let (l, t) = (x0.max(0), y0.max(0));
+        let (rr, b) = ((x1 + 1).min(r.width as i64), (y1 + 1).min(r.height as i64));
+        let (w, h) = ((rr - l).max(0), (b - t).max(0));
+        self.work.spend((w * h) as u64, "surface source copy")?;
+        let sub = r.sub(l, t, w as u32, h as u32);
+        map.ox = l;
+        map.oy = t;
+        Ok((Rc::new(sub), map))
+    }
+
     fn paint_of(&mut self, sid: u32, b: &Brush) -> Result<Option<Paint>, CanvasError> {
         Ok(match b {
             Brush::None => None,
@@ -634,7 +674,12 @@ impl Canvas {
         mode: ImageScaleMode,
         rop: Rop,
     ) {
-        let map = Sampler::new(src, src_area, bbox, mode);
+        let map = Sampler::new(src_area, bbox, mode);
+        self.blit_with(sid, reg, src, &map, rop);
+    }
+
+    /// `src` through `map` onto `reg`, with `rop`.
+    fn blit_with(&mut self, sid: u32, reg: &Region, src: &Raster, map: &Sampler, rop: Rop) {
         self.fill_with(sid, reg, |x, y, d| match map.get(src, x, y) {
             Some(s) => rop.apply(s, d),
             None => d,
@@ -698,8 +743,13 @@ impl Canvas {
             return self.touch_brush(&r.brush);
         };
         self.mask(&mut reg, &r.mask, &d.base.bbox)?;
-        let src = self.source(r.src_bitmap.as_deref())?;
-        let map = Sampler::new(&src, &r.src_area, &d.base.bbox, r.scale_mode);
+        let (src, map) = self.sampled(
+            r.src_bitmap.as_deref(),
+            &r.src_area,
+            &d.base.bbox,
+            &reg,
+            r.scale_mode,
+        )?;
         let paint = self.paint_of(sid, &r.brush)?;
         let code = r.rop3;
         self.fill_with(sid, &reg, |x, y, dst| {
@@ -1115,13 +1165,15 @@ struct Sampler {
     /// 16.16 fixed-point source step per destination pixel.
     fsx: i64,
     fsy: i64,
+    /// Where the source raster starts in source coordinates (a part of a surface).
+    ox: i64,
+    oy: i64,
 }
 
 impl Sampler {
-    fn new(src: &Raster, area: &Rect, bbox: &Rect, mode: ImageScaleMode) -> Sampler {
+    fn new(area: &Rect, bbox: &Rect, mode: ImageScaleMode) -> Sampler {
         let (sw, sh) = (area.width().max(0) as i64, area.height().max(0) as i64);
         let (dw, dh) = (bbox.width().max(1) as i64, bbox.height().max(1) as i64);
-        let _ = src;
         Sampler {
             same: sw == bbox.width() as i64 && sh == bbox.height() as i64,
             nearest: mode != ImageScaleMode::Interpolate,
@@ -1133,14 +1185,36 @@ impl Sampler {
             by: bbox.top as i64,
             fsx: (sw << 16) / dw,
             fsy: (sh << 16) / dh,
+            ox: 0,
+            oy: 0,
         }
+    }
+
+    /// The source coordinates (inclusive, on the x or y axis) [`Sampler::get`] may read for
+    /// destination offsets `i0..=i1` from the bbox's corner; empty (lo > hi) when it reads none.
+    fn span(&self, x_axis: bool, i0: i64, i1: i64) -> (i64, i64) {
+        let (src, len, fs) = if x_axis {
+            (self.src_x, self.sw, self.fsx)
+        } else {
+            (self.src_y, self.sh, self.fsy)
+        };
+        if self.same {
+            return (src + i0, src + i1);
+        }
+        if self.sw == 0 || self.sh == 0 || len == 0 {
+            return (0, -1);
+        }
+        // Nearest reads (u - 1) >> 16, bilinear (u - 0.5) >> 16 and the pixel after; both
+        // lie in [(u - 0.5) >> 16, ((u - 0.5) >> 16) + 1], u non-decreasing in i.
+        let u = |i: i64| (2 * i + 1) * fs / 2 + (src << 16) - 0x8000;
+        ((u(i0) >> 16) - 1, (u(i1) >> 16) + 2)
     }
 
     #[inline]
     fn get(&self, src: &Raster, x: i64, y: i64) -> Option<u32> {
         let (i, j) = (x - self.bx, y - self.by);
         if self.same {
-            return src.raw(self.src_x + i, self.src_y + j);
+            return src.raw(self.src_x + i - self.ox, self.src_y + j - self.oy);
         }
         if self.sw == 0 || self.sh == 0 {
             return None;
@@ -1149,9 +1223,13 @@ impl Sampler {
         let ux = (2 * i + 1) * self.fsx / 2 + (self.src_x << 16);
         let uy = (2 * j + 1) * self.fsy / 2 + (self.src_y << 16);
         if self.nearest {
-            return src.raw((ux - 1) >> 16, (uy - 1) >> 16);
+            return src.raw(((ux - 1) >> 16) - self.ox, ((uy - 1) >> 16) - self.oy);
         }
-        bilinear(src, ux - 0x8000, uy - 0x8000)
+        bilinear(
+            src,
+            ux - 0x8000 - (self.ox << 16),
+            uy - 0x8000 - (self.oy << 16),
+        )
     }
 }
 

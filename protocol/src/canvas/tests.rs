@@ -859,6 +859,46 @@ mod hostile {
         assert!(c.stats.last_work <= 8, "work {}", c.stats.last_work);
     }
 
+    /// Audit: a draw from a surface copies the part of the surface it reads, not all of it.
+    #[test]
+    fn surface_source_work_is_bounded_by_the_draw() {
+        let mut c = canvas(1024, 1024);
+        c.apply(&D::SurfaceCreate(SurfaceCreate {
+            surface_id: 1,
+            width: 1024,
+            height: 1024,
+            format: SurfaceFmt::Xrgb32,
+            flags: SurfaceFlags::EMPTY,
+        }))
+        .unwrap();
+        let src = Image {
+            id: 1,
+            flags: ImageFlags::EMPTY,
+            width: 1024,
+            height: 1024,
+            data: ImageData::Surface(1),
+        };
+        c.apply(&copy(
+            Rect::from_xywh(10, 10, 2, 2),
+            src.clone(),
+            Rect::from_xywh(500, 500, 2, 2),
+        ))
+        .unwrap();
+        assert!(c.stats.last_work <= 8, "work {}", c.stats.last_work);
+        // Scaled down 512 times: the span it samples, a few pixels more.
+        c.apply(&copy(
+            Rect::from_xywh(10, 10, 2, 2),
+            src,
+            Rect::from_xywh(0, 0, 1024, 1024),
+        ))
+        .unwrap();
+        assert!(
+            c.stats.last_work <= 4 + 520 * 520,
+            "work {}",
+            c.stats.last_work
+        );
+    }
+
     /// The pixels of a whole line (the reference stepping) inside a rectangle.
     fn reference_pixels(a: (i64, i64), b: (i64, i64), r: (i64, i64, i64, i64)) -> Vec<(i64, i64)> {
         let mut v = Vec::new();
@@ -941,6 +981,57 @@ mod hostile {
                     prop_assert_eq!((got.i, got.left), want);
                 }
                 prop_assert_eq!(skipped, got);
+            }
+
+            /// A surface source copied only where the draw reads it draws exactly what the
+            /// same pixels as an image draw, scaled or not.
+            #[test]
+            fn surface_sources_draw_as_images(
+                pixels in proptest::collection::vec(any::<u32>(), 20 * 20),
+                sx in -4i32..24, sy in -4i32..24, sw in 0i32..24, sh in 0i32..24,
+                dx in -4i32..24, dy in -4i32..24, dw in 0i32..24, dh in 0i32..24,
+                mode in prop_oneof![Just(ImageScaleMode::Nearest), Just(ImageScaleMode::Interpolate)],
+                clip in proptest::option::of((0i32..20, 0i32..20, 0i32..20, 0i32..20)),
+            ) {
+                let pixels: Vec<u32> = pixels.into_iter().map(|p| p & 0x00ff_ffff).collect();
+                let img = || bitmap_image(1, 20, 20, &pixels, ImageFlags::EMPTY);
+                let full = Rect::from_xywh(0, 0, 20, 20);
+                let draw = |src: Image| {
+                    let mut m = copy(Rect::from_xywh(dx, dy, dw, dh), src, Rect::from_xywh(sx, sy, sw, sh));
+                    if let D::DrawCopy(d) = &mut m {
+                        d.data.scale_mode = mode;
+                        if let Some((x, y, w, h)) = clip {
+                            d.base.clip = Clip::Rects(vec![Rect::from_xywh(x, y, w, h)]);
+                        }
+                    }
+                    m
+                };
+                let mut a = canvas(20, 20);
+                a.apply(&D::SurfaceCreate(SurfaceCreate {
+                    surface_id: 1,
+                    width: 20,
+                    height: 20,
+                    format: SurfaceFmt::Xrgb32,
+                    flags: SurfaceFlags::EMPTY,
+                }))
+                .unwrap();
+                let mut to_1 = copy(full.clone(), img(), full.clone());
+                if let D::DrawCopy(d) = &mut to_1 {
+                    d.base.surface_id = 1;
+                }
+                a.apply(&to_1).unwrap();
+                let from_surface = Image {
+                    id: 2,
+                    flags: ImageFlags::EMPTY,
+                    width: 20,
+                    height: 20,
+                    data: ImageData::Surface(1),
+                };
+                let ra = a.apply(&draw(from_surface));
+                let mut b = canvas(20, 20);
+                let rb = b.apply(&draw(img()));
+                prop_assert_eq!(ra.is_ok(), rb.is_ok());
+                prop_assert_eq!(&a.primary().unwrap().raster.px, &b.primary().unwrap().raster.px);
             }
 
             /// The clip rectangles' sweep keeps exactly the pixels inside one of them.
