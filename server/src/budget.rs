@@ -13,6 +13,34 @@
 /// to untrusted clients and guests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budgets {
+    // A guest (QXL device) and the display and cursor channels it feeds.
+    /// Bytes one QXL command may copy out of guest memory (its images, chunks, clip
+    /// rectangles, paths, glyphs, cursor shape). A command needing more is rejected (and
+    /// released).
+    pub qxl_command_bytes: u64,
+    /// Bytes the QXL rings' commands may copy out of guest memory in one service of the
+    /// device (one tick), counting the off-screen surface areas inlined into drawables. Once
+    /// reached, the tick takes no more commands: the rest wait in their ring. The command that
+    /// crosses it may take up to `qxl_command_bytes`, so a tick copies less than the sum.
+    pub qxl_tick_bytes: u64,
+    /// Commands taken from the QXL command ring in one tick.
+    pub qxl_commands_per_tick: usize,
+    /// Commands taken from the QXL cursor ring in one tick.
+    pub qxl_cursor_commands_per_tick: usize,
+    /// Bytes of drawables (their images, masks, brushes, glyphs, clips, paths) the shared
+    /// display log holds for clients that are behind. Past it the oldest are forgotten (a
+    /// client that needed them is sent the changed area from the current pixels); a drawable
+    /// larger than this is logged as its area only. With no display client the log holds no
+    /// drawable at all.
+    pub display_log_bytes: u64,
+    /// Bytes of drawables one display client may have taken from the log and not sent yet.
+    /// Past it the client falls back to dirty regions of the current pixels.
+    pub display_pending_bytes: u64,
+    /// Largest GLZ dictionary window (pixels) a display client gets, whatever its `init`
+    /// asks (up to 2^25). The dictionary keeps 4 bytes per pixel of the window, and is only
+    /// allocated when the client is first sent a GLZ image.
+    pub glz_window_pixels: u32,
+    // Clients and connections.
     /// Connections held in any state (link stage, channels, closing). A new connection past
     /// this is closed at once. The async shell also stops accepting while it is reached.
     pub max_connections: usize,
@@ -27,6 +55,13 @@ pub struct Budgets {
 impl Default for Budgets {
     fn default() -> Self {
         Budgets {
+            qxl_command_bytes: 80 << 20,
+            qxl_tick_bytes: 64 << 20,
+            qxl_commands_per_tick: 256,
+            qxl_cursor_commands_per_tick: 64,
+            display_log_bytes: 64 << 20,
+            display_pending_bytes: 16 << 20,
+            glz_window_pixels: 1 << 22,
             max_connections: 512,
             max_linking: 64,
             max_sessions: 16,

@@ -35,8 +35,8 @@ pub enum QxlError {
     BadGeneration {
         addr: u64,
         slot: u32,
-        got: u8,
-        want: u8,
+        got: u32,
+        want: u32,
     },
     #[error("address {addr:#x}+{len}: outside slot {slot}")]
     OutOfRange { addr: u64, len: u64, slot: u32 },
@@ -46,7 +46,7 @@ pub enum QxlError {
     Read { addr: u64, len: u64 },
     #[error("{0}: chunk list too long or circular")]
     TooManyChunks(&'static str),
-    #[error("command needs more than {0} bytes of guest data")]
+    #[error("command needs more than {0} bytes of guest data (qxl_command_bytes)")]
     TooMuchData(u64),
     #[error("{what}: invalid value {value}")]
     BadValue { what: &'static str, value: u64 },
@@ -54,6 +54,16 @@ pub enum QxlError {
     Inconsistent(&'static str),
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    #[error(
+        "cursor shape of type {cursor_type}, {width}x{height}: {got} bytes of data, needs {want}"
+    )]
+    CursorDataSize {
+        cursor_type: u16,
+        width: u16,
+        height: u16,
+        got: u64,
+        want: u64,
+    },
 }
 
 type Result<T> = std::result::Result<T, QxlError>;
@@ -110,17 +120,19 @@ impl MemSlots {
         let id_shift = 64 - self.id_bits as u32;
         let gen_shift = id_shift - self.gen_bits as u32;
         let slot = (addr >> id_shift) as u32;
-        let generation = ((addr >> gen_shift) & ((1 << self.gen_bits) - 1)) as u8;
+        // Compared at full width: with more than 8 generation bits, a generation that only
+        // agrees in its low byte is a stale address, not this slot.
+        let generation = ((addr >> gen_shift) & ((1u64 << self.gen_bits) - 1)) as u32;
         let s = self
             .slots
             .get(&(group, slot))
             .ok_or(QxlError::BadSlot { addr, group, slot })?;
-        if s.generation != generation {
+        if u32::from(s.generation) != generation {
             return Err(QxlError::BadGeneration {
                 addr,
                 slot,
                 got: generation,
-                want: s.generation,
+                want: u32::from(s.generation),
             });
         }
         let virt = (addr & self.clean_mask())
@@ -365,6 +377,22 @@ fn parse_cursor(r: &mut Reader<'_>, addr: u64) -> Result<Command> {
                         value: w.max(ht),
                     });
                 }
+                // The data must be exactly what the shape needs: no more (the shape is sent
+                // to every client), no less (clients read that much).
+                let want =
+                    cursor_data_size(h.header.cursor_type, w, ht).ok_or(QxlError::BadValue {
+                        what: "cursor type",
+                        value: h.header.cursor_type as u64,
+                    })?;
+                if h.data_size as u64 != want {
+                    return Err(QxlError::CursorDataSize {
+                        cursor_type: h.header.cursor_type,
+                        width: h.header.width,
+                        height: h.header.height,
+                        got: h.data_size as u64,
+                        want,
+                    });
+                }
                 let data = r.chunks(
                     offset(shape_addr, QxlCursor::SIZE as u64)?,
                     h.data_size as u64,
@@ -400,6 +428,24 @@ fn parse_cursor(r: &mut Reader<'_>, addr: u64) -> Result<Command> {
     Ok(Command::Cursor {
         release: c.release_info,
         cmd,
+    })
+}
+
+/// The bytes of data a cursor shape of `cursor_type` and `w`×`h` pixels has
+/// (`SPICE_CURSOR_TYPE_*`, laid out as spice-gtk and the reference canvas read them): the
+/// pixels, the palette of the palette types, and the 1-bit AND mask of every type but alpha.
+/// `None` for an unknown type.
+pub fn cursor_data_size(cursor_type: u16, w: u64, h: u64) -> Option<u64> {
+    let mask = w.div_ceil(8) * h;
+    Some(match cursor_type {
+        0 => 4 * w * h,
+        1 => 2 * mask,
+        2 => w.div_ceil(2) * h + 16 * 4 + mask,
+        3 => w * h + 256 * 4 + mask,
+        4 => 2 * w * h + mask,
+        5 => 3 * w * h + mask,
+        6 => 4 * w * h + mask,
+        _ => return None,
     })
 }
 

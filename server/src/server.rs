@@ -247,6 +247,7 @@ impl Server {
                 display: crate::display::Display::new(
                     cfg.image_compression,
                     cfg.breakage == Some(Breakage::DropRelease),
+                    cfg.budgets.clone(),
                 ),
                 cfg,
                 keyboard: None,

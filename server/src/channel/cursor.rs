@@ -4,8 +4,16 @@
 //! each change of the display's cursor goes out as `set`, `move`, `hide` or `trail`. Shapes
 //! with a guest `unique` id are put in the client's cursor cache (`CACHE_ME`) the first time
 //! and sent `FROM_CACHE` after that; when [`MAX_CACHED_CURSORS`] are cached the cache is
-//! emptied with `inval_all` and starts again. A client that falls behind by more than the
-//! display's cursor log gets one `set` of the current state.
+//! emptied with `inval_all` and starts again.
+//!
+//! Only while the channel core allows (`can_send`: ack window and output cap); what waits is
+//! coalesced: the current state makes every earlier `set` obsolete, so a client with a `set`
+//! among its unsent changes, or one that fell behind the display's cursor log, gets one `set`
+//! of the current state (the newest shape only), and the trail if it changed. Moves, hides and
+//! trails alone go one by one, as they came.
+//!
+//! Must not: queue anything past `can_send` but the `init` of a fresh channel (and the
+//! `inval_all` that goes with a `set`); send one shape more than once per pump.
 
 use std::collections::BTreeSet;
 
@@ -101,6 +109,11 @@ impl CursorChannel {
         }
     }
 
+    fn trail(&mut self, (length, frequency): (u16, u16)) {
+        self.core
+            .send(&CursorServer::Trail(CursorTrail { length, frequency }));
+    }
+
     fn set(&mut self, st: &CursorState) {
         let cursor = self.wire_cursor(st);
         self.core.send(&CursorServer::Set(CursorSet {
@@ -134,27 +147,41 @@ impl ChannelImpl for CursorChannel {
 
     fn pump(&mut self, shared: &mut Shared, _now_ms: u64) {
         let next = shared.display.next_cursor_seq();
-        if self.seen >= next {
+        if self.seen >= next || !self.core.can_send() {
             return;
         }
-        let st = shared.display.cursor().clone();
-        match shared.display.cursor_since(self.seen) {
-            None => self.set(&st),
-            Some(us) => {
-                for u in us {
-                    match u {
-                        // Every `set` in the log is sent with the current state: earlier
-                        // shapes are already replaced.
-                        CursorUpdate::Set => self.set(&st),
-                        CursorUpdate::Move(p) => self.core.send(&CursorServer::Move(p.wire())),
-                        CursorUpdate::Hide => self.core.send(&CursorServer::Hide),
-                        CursorUpdate::Trail(length, frequency) => self
-                            .core
-                            .send(&CursorServer::Trail(CursorTrail { length, frequency })),
-                    }
-                }
+        let st = shared.display.cursor();
+        let Some(us) = shared.display.cursor_since(self.seen) else {
+            // Behind the log: the current state, trail included.
+            let st = st.clone();
+            self.set(&st);
+            if st.trail != (0, 0) {
+                self.trail(st.trail);
             }
+            self.seen = next;
+            return;
+        };
+        if us.iter().any(|u| matches!(u, CursorUpdate::Set)) {
+            // The current state replaces every earlier shape, position and visibility.
+            let st = st.clone();
+            self.set(&st);
+            if us.iter().any(|u| matches!(u, CursorUpdate::Trail(..))) {
+                self.trail(st.trail);
+            }
+            self.seen = next;
+            return;
         }
-        self.seen = next;
+        for u in us {
+            if !self.core.can_send() {
+                return;
+            }
+            match u {
+                CursorUpdate::Set => {}
+                CursorUpdate::Move(p) => self.core.send(&CursorServer::Move(p.wire())),
+                CursorUpdate::Hide => self.core.send(&CursorServer::Hide),
+                CursorUpdate::Trail(length, frequency) => self.trail((length, frequency)),
+            }
+            self.seen += 1;
+        }
     }
 }

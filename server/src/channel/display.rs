@@ -5,16 +5,23 @@
 //! the draw messages themselves (fill, copy, copy_bits, text, ...), their images compressed for
 //! this client and served from its pixmap and palette caches; an opaque drawable drops the
 //! unsent ones it fully covers. When this client falls behind (more than [`MAX_PENDING_DRAWS`]
-//! unsent), its unsent drawables turn into dirty rectangles sent from the current pixels, as
-//! for the framebuffer device.
+//! unsent, or more than [`Budgets::display_pending_bytes`] of them), its unsent drawables turn
+//! into dirty rectangles sent from the current pixels, as for the framebuffer device.
 //!
 //! On the client's `init` it sends what the reference sends a new client (spice-gtk ↔ Xspice
 //! capture): `inval_all_palettes`, `surface_create` of the primary surface, the current screen
 //! as `draw_copy`, `monitors_config` (if the client has the cap) and `mark`. Then it keeps a
-//! dirty region (at most [`MAX_DIRTY`] rectangles; more are merged into their bounding box) of
-//! what changed since it last sent, and sends each rectangle as one `draw_copy` of the device's
-//! pixels at that moment, only while the channel core allows (ack window and output cap). A slow
-//! client therefore gets fewer, newer frames; nothing queues up without bound.
+//! dirty region ([`Dirty`]: at most [`MAX_DIRTY`] rectangles, each clamped to the surface as it
+//! enters; more are merged into their bounding box) of what changed since it last sent, and
+//! sends each rectangle as `draw_copy`s of the device's pixels at that moment (bands of at most
+//! [`MAX_PIXELS_PER_DRAW`] pixels), only while the channel core allows (ack window and output
+//! cap). A slow client therefore gets fewer, newer frames; nothing queues up without bound.
+//!
+//! The GLZ dictionary (window from the client's `init`, at most
+//! [`Budgets::glz_window_pixels`]) is only allocated when the first GLZ image is sent.
+//!
+//! Must not: compute with a guest's coordinates before they are clamped to the surface; do
+//! work per band or per drawable that is not paid for by pixels sent; queue past `can_send`.
 //!
 //! Compression follows `Config::image_compression`: `off` sends BITMAP, `quic` QUIC, `lz`
 //! LZ_RGB, `glz` GLZ_RGB against this client's dictionary (window from its `init`), `auto_lz` /
@@ -39,6 +46,7 @@ use spice_proto::types::{Point, Rect};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
+use crate::budget::Budgets;
 use crate::channel::core::{ChannelCore, ChannelError};
 use crate::link::Linked;
 use crate::server::{ChannelImpl, ImageCompression, Shared};
@@ -85,9 +93,12 @@ pub struct DisplayChannel {
     preferred: Option<WireCompression>,
     /// The next display change this client has not taken yet.
     seen_seq: u64,
-    dirty: Vec<Rect>,
-    /// Drawables taken from the display but not sent yet (QXL).
-    pending: VecDeque<Rc<DisplayServer>>,
+    dirty: Dirty,
+    /// Drawables taken from the display but not sent yet (QXL), with the area each changed
+    /// (clamped to the surface) and the bytes it holds.
+    pending: VecDeque<Pending>,
+    /// The bytes of `pending`.
+    pending_bytes: u64,
     /// The primary surface generation this client was last given.
     primary_gen: Option<u64>,
     /// Whether this client has a primary surface (we sent `surface_create`).
@@ -98,7 +109,12 @@ pub struct DisplayChannel {
     pixmap_used: u64,
     pixmap_budget: u64,
     palettes: BTreeSet<u64>,
+    /// The GLZ window this client gets (its `init`, within the budget).
+    glz_window: u32,
+    /// The GLZ dictionary, made when the first GLZ image is encoded.
     glz: Option<codec::glz::Encoder>,
+    /// Pixels given to the GLZ dictionary so far (for [`DisplayChannel::memory`]).
+    glz_pixels: u64,
     next_image_id: u64,
     /// Images sent, by kind (for logs and tests).
     sent: [u64; 5],
@@ -106,16 +122,19 @@ pub struct DisplayChannel {
     dropped: u64,
     /// Images sent as `FROM_CACHE`.
     cache_hits: u64,
+    /// What [`DisplayChannel::memory`] last told the display.
+    reported: u64,
 }
 
 impl DisplayChannel {
     pub(crate) fn new(
         core: ChannelCore,
         linked: &Linked,
-        _shared: &mut Shared,
+        shared: &mut Shared,
         _now_ms: u64,
     ) -> Self {
         let c = &linked.mess.caps;
+        shared.display.add_client();
         DisplayChannel {
             core,
             phase: Phase::AwaitInit,
@@ -123,8 +142,9 @@ impl DisplayChannel {
             lz4_cap: c.has_channel(caps::display::LZ4_COMPRESSION),
             preferred: None,
             seen_seq: 0,
-            dirty: Vec::new(),
+            dirty: Dirty::default(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             primary_gen: None,
             has_surface: false,
             pixmaps: BTreeMap::new(),
@@ -132,11 +152,14 @@ impl DisplayChannel {
             pixmap_used: 0,
             pixmap_budget: 0,
             palettes: BTreeSet::new(),
+            glz_window: 0,
             glz: None,
+            glz_pixels: 0,
             next_image_id: 1,
             sent: [0; 5],
             dropped: 0,
             cache_hits: 0,
+            reported: 0,
         }
     }
 
@@ -159,26 +182,29 @@ impl DisplayChannel {
         self.core.poll_timeout()
     }
 
-    /// The connection is gone: give back what this client held (nothing is shared yet).
-    pub(crate) fn closed(&mut self, _shared: &mut Shared) {}
+    /// What this client holds now, by kind (bytes).
+    pub fn memory(&self) -> DisplayMemory {
+        DisplayMemory {
+            queued: self.core.queued_bytes() as u64,
+            pending: self.pending_bytes,
+            glz: self.glz.as_ref().map_or(0, |_| {
+                GLZ_TABLE_BYTES + 4 * self.glz_pixels.min(u64::from(self.glz_window))
+            }),
+        }
+    }
 
-    fn add_dirty(&mut self, r: Rect) {
-        if r.is_empty() {
-            return;
-        }
-        // Drop what the new rectangle covers; merge if it is covered.
-        if self.dirty.iter().any(|d| contains(d, &r)) {
-            return;
-        }
-        self.dirty.retain(|d| !contains(&r, d));
-        self.dirty.push(r);
-        if self.dirty.len() > MAX_DIRTY {
-            let b = self
-                .dirty
-                .iter()
-                .fold(self.dirty[0].clone(), |a, d| union(&a, d));
-            self.dirty = vec![b];
-        }
+    /// The connection is gone: give back what this client held.
+    pub(crate) fn closed(&mut self, shared: &mut Shared) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.glz = None;
+        shared.display.client_memory(self.reported, 0);
+        self.reported = 0;
+        shared.display.remove_client();
+    }
+
+    fn add_dirty(&mut self, r: &Rect) {
+        self.dirty.add(r);
     }
 
     fn handle(&mut self, m: DisplayClient, shared: &mut Shared) -> Result<(), ChannelError> {
@@ -187,10 +213,18 @@ impl DisplayChannel {
                 if self.phase != Phase::AwaitInit {
                     return Ok(());
                 }
-                let window = u32::try_from(init.glz_dictionary_window_size.max(0))
+                let asked = u32::try_from(init.glz_dictionary_window_size.max(0))
                     .unwrap_or(0)
-                    .clamp(1 << 16, 1 << 25);
-                self.glz = codec::glz::Encoder::new(window).ok();
+                    .clamp(1 << 16, codec::glz::MAX_WINDOW_PIXELS);
+                let limit = shared.display.budgets().glz_window_pixels;
+                if asked > limit {
+                    tracing::debug!(
+                        asked,
+                        limit,
+                        "glz_window_pixels: the client's GLZ window is clamped"
+                    );
+                }
+                self.glz_window = asked.min(limit).min(codec::glz::MAX_WINDOW_PIXELS);
                 self.pixmap_budget = u64::try_from(init.pixmap_cache_size.max(0)).unwrap_or(0);
                 self.core.send(&DisplayServer::InvalAllPalettes);
                 self.phase = Phase::FirstScreen;
@@ -249,7 +283,16 @@ impl DisplayChannel {
     }
 
     /// Compress a 32-bit (or RGBA) top-down pixmap as this client's settings say.
-    fn encode_pixmap(&mut self, setting: ImageCompression, pix: Pixmap) -> ImageData {
+    /// `of_drawable`: the image is a drawable's; images made from the current pixels (the
+    /// first screen, dirty regions) go LZ where GLZ is chosen, as in the reference (its GLZ
+    /// dictionary holds drawables only), so a client that only ever gets those never has a
+    /// dictionary.
+    fn encode_pixmap(
+        &mut self,
+        setting: ImageCompression,
+        pix: Pixmap,
+        of_drawable: bool,
+    ) -> ImageData {
         let kind = if pix.format() == PixelFormat::Rgba {
             // QUIC and GLZ could carry alpha too; LZ (RGBA) is what the reference uses.
             match self.choose(setting, &pix) {
@@ -257,7 +300,10 @@ impl DisplayChannel {
                 _ => Kind::Lz,
             }
         } else {
-            self.choose(setting, &pix)
+            match self.choose(setting, &pix) {
+                Kind::Glz if !of_drawable => Kind::Lz,
+                k => k,
+            }
         };
         let encoded = match kind {
             Kind::Quic => codec::quic::encode(&pix)
@@ -269,11 +315,18 @@ impl DisplayChannel {
             Kind::Lz => codec::lz::encode(&pix, true)
                 .ok()
                 .map(|b| ImageData::LzRgb(b.into())),
-            Kind::Glz => self
-                .glz
-                .as_mut()
-                .and_then(|g| g.encode(&pix, true).ok())
-                .map(|(_, b)| ImageData::GlzRgb(b.into())),
+            Kind::Glz => {
+                if self.glz.is_none() {
+                    self.glz = codec::glz::Encoder::new(self.glz_window).ok();
+                }
+                self.glz_pixels = self
+                    .glz_pixels
+                    .saturating_add(u64::from(pix.width()) * u64::from(pix.height()));
+                self.glz
+                    .as_mut()
+                    .and_then(|g| g.encode(&pix, true).ok())
+                    .map(|(_, b)| ImageData::GlzRgb(b.into()))
+            }
             Kind::Bitmap => None,
         };
         match encoded {
@@ -306,7 +359,7 @@ impl DisplayChannel {
         let pix = shared.display.rect_pixmap(&r)?;
         let (w, h) = (pix.width(), pix.height());
         let id = self.fresh_image_id();
-        let data = self.encode_pixmap(shared.display.compression(), pix);
+        let data = self.encode_pixmap(shared.display.compression(), pix, false);
         Some(DisplayServer::DrawCopy(Draw {
             base: DisplayBase {
                 surface_id: 0,
@@ -338,15 +391,17 @@ impl DisplayChannel {
     fn new_primary(&mut self, shared: &Shared) {
         self.primary_gen = Some(shared.display.primary_generation());
         self.pending.clear();
-        self.dirty.clear();
+        self.pending_bytes = 0;
         self.seen_seq = shared.display.next_seq();
         if self.has_surface {
             self.core.send(&DisplayServer::SurfaceDestroy(0));
             self.has_surface = false;
         }
         let Some((w, h)) = shared.display.size() else {
+            self.dirty.reset(0, 0);
             return;
         };
+        self.dirty.reset(w, h);
         self.core.send(&DisplayServer::SurfaceCreate(SurfaceCreate {
             surface_id: 0,
             width: w,
@@ -355,41 +410,57 @@ impl DisplayChannel {
             flags: SurfaceFlags::PRIMARY,
         }));
         self.has_surface = true;
-        self.add_dirty(Rect::from_xywh(0, 0, w as i32, h as i32));
+        self.dirty.add_all();
     }
 
-    /// Queue a drawable, dropping unsent ones it covers; fall back to dirty regions when too
-    /// many are waiting.
-    fn push_draw(&mut self, d: Rc<DisplayServer>, rect: Rect) {
-        if !self.dirty.is_empty() || self.pending.len() >= MAX_PENDING_DRAWS {
+    /// Queue a drawable that changed `rect` (clamped to the surface) and holds `bytes`,
+    /// dropping unsent ones it covers; fall back to dirty regions when too many, or too many
+    /// bytes, are waiting.
+    fn push_draw(&mut self, d: Rc<DisplayServer>, rect: Rect, bytes: u64, budgets: &Budgets) {
+        let over_bytes = self.pending_bytes.saturating_add(bytes) > budgets.display_pending_bytes;
+        if over_bytes {
+            tracing::debug!(
+                pending = self.pending_bytes,
+                bytes,
+                limit = budgets.display_pending_bytes,
+                "display_pending_bytes: the client is behind; its unsent drawables become regions"
+            );
+        }
+        if !self.dirty.is_empty() || self.pending.len() >= MAX_PENDING_DRAWS || over_bytes {
             // Behind: everything unsent becomes regions of the current pixels.
-            let old: Vec<_> = self.pending.drain(..).collect();
-            for o in old {
-                if let Some(b) = crate::display::qxl::bbox(&o) {
-                    self.add_dirty(b);
-                }
+            for p in std::mem::take(&mut self.pending) {
+                self.dirty.add(&p.rect);
             }
-            self.add_dirty(rect);
+            self.pending_bytes = 0;
+            self.dirty.add(&rect);
             return;
         }
         if let Some(nb) = opaque_area(&d) {
             // Walk back over unsent drawables that do not read the surface: those the new one
             // covers can never be seen.
+            // (At most MAX_PENDING_DRAWS are pending, so this walk is bounded.)
             let mut i = self.pending.len();
             while i > 0 {
                 i -= 1;
-                let o = &self.pending[i];
+                let o = &self.pending[i].draw;
                 let covered = crate::display::qxl::bbox(o).is_some_and(|b| contains(&nb, &b));
                 let reads = opaque_area(o).is_none();
                 if covered {
-                    self.pending.remove(i);
+                    if let Some(p) = self.pending.remove(i) {
+                        self.pending_bytes -= p.bytes;
+                    }
                     self.dropped += 1;
                 } else if reads {
                     break;
                 }
             }
         }
-        self.pending.push_back(d);
+        self.pending_bytes += bytes;
+        self.pending.push_back(Pending {
+            draw: d,
+            rect,
+            bytes,
+        });
     }
 
     /// A drawable with its images made ready for this client: bitmaps compressed, cached
@@ -449,7 +520,7 @@ impl DisplayChannel {
                         Pixmap::from_data(b.x, b.y, f, b.stride as usize, b.data.to_vec())
                     {
                         let p = if top_down { p } else { p.flipped_vertically() };
-                        img.data = self.encode_pixmap(setting, p);
+                        img.data = self.encode_pixmap(setting, p, true);
                     }
                 }
                 _ => {
@@ -621,23 +692,123 @@ fn union(a: &Rect, b: &Rect) -> Rect {
     }
 }
 
-/// Split `r` into horizontal bands of at most [`MAX_PIXELS_PER_DRAW`] pixels.
-fn bands(r: Rect) -> Vec<Rect> {
-    let w = r.width().max(1) as u64;
-    let rows = (MAX_PIXELS_PER_DRAW / w).max(1) as i32;
-    let mut v = Vec::new();
-    let mut top = r.top;
-    while top < r.bottom {
-        let bottom = (top + rows).min(r.bottom);
-        v.push(Rect {
-            top,
-            bottom,
+/// A drawable taken from the display's log and not sent to this client yet.
+struct Pending {
+    draw: Rc<DisplayServer>,
+    /// The area it changed, clamped to the surface.
+    rect: Rect,
+    /// [`crate::display::qxl::drawable_bytes`] of `draw`.
+    bytes: u64,
+}
+
+/// What one display client holds, in bytes (see [`DisplayChannel::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DisplayMemory {
+    /// Encoded messages queued for the connection.
+    pub queued: u64,
+    /// Drawables taken and not sent (shared with the display's log and other clients while
+    /// the log still holds them).
+    pub pending: u64,
+    /// The GLZ dictionary: its hash table and the pixels of its window (0 until the first
+    /// GLZ image).
+    pub glz: u64,
+}
+
+impl DisplayMemory {
+    pub fn total(&self) -> u64 {
+        self.queued + self.pending + self.glz
+    }
+}
+
+/// The GLZ encoder's hash table: 2^20 entries of 8 bytes, allocated with the dictionary.
+pub const GLZ_TABLE_BYTES: u64 = 8 << 20;
+
+/// The part of the primary surface a client must be sent again from the current pixels.
+///
+/// Every rectangle is clamped to the surface as it enters ([`Dirty::add`] is the only way in),
+/// so the band arithmetic never sees a guest's coordinates; at most [`MAX_DIRTY`] rectangles
+/// are kept (more are merged into their bounding box, inside the surface too).
+#[derive(Debug, Default)]
+struct Dirty {
+    /// The surface's width and height (0 when there is none: nothing can be added).
+    width: i32,
+    height: i32,
+    rects: VecDeque<Rect>,
+}
+
+impl Dirty {
+    /// Empty, for a surface of `w`×`h`.
+    fn reset(&mut self, w: u32, h: u32) {
+        self.width = i32::try_from(w).unwrap_or(i32::MAX);
+        self.height = i32::try_from(h).unwrap_or(i32::MAX);
+        self.rects.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rects.is_empty()
+    }
+
+    /// The whole surface.
+    fn add_all(&mut self) {
+        self.rects.clear();
+        self.add(&Rect {
+            left: 0,
+            top: 0,
+            right: self.width,
+            bottom: self.height,
+        });
+    }
+
+    /// Add `r`, clamped to the surface: what lies outside is dropped, an empty result too.
+    fn add(&mut self, r: &Rect) {
+        let r = Rect {
+            left: r.left.clamp(0, self.width),
+            top: r.top.clamp(0, self.height),
+            right: r.right.clamp(0, self.width),
+            bottom: r.bottom.clamp(0, self.height),
+        };
+        if r.is_empty() {
+            return;
+        }
+        // Drop what the new rectangle covers; nothing to do if it is covered.
+        if self.rects.iter().any(|d| contains(d, &r)) {
+            return;
+        }
+        self.rects.retain(|d| !contains(&r, d));
+        self.rects.push_back(r);
+        if self.rects.len() > MAX_DIRTY {
+            let b = self.rects.iter().fold(None::<Rect>, |a, d| {
+                Some(a.map_or_else(|| d.clone(), |a| union(&a, d)))
+            });
+            self.rects.clear();
+            self.rects.extend(b);
+        }
+    }
+
+    /// Take the next band to send: the top rows of the oldest rectangle, at most
+    /// [`MAX_PIXELS_PER_DRAW`] pixels (the rest stays at the front). O(1).
+    fn next_band(&mut self) -> Option<Rect> {
+        let r = self.rects.front_mut()?;
+        // Clamped and non-empty: width and height are positive and fit in i32.
+        let w = u64::try_from(i64::from(r.right) - i64::from(r.left))
+            .unwrap_or(1)
+            .max(1);
+        let h = u64::try_from(i64::from(r.bottom) - i64::from(r.top)).unwrap_or(0);
+        let rows = (MAX_PIXELS_PER_DRAW / w).max(1);
+        if h <= rows {
+            return self.rects.pop_front();
+        }
+        // rows < h, so top + rows < bottom: no overflow.
+        let split = i32::try_from(i64::from(r.top) + rows as i64).unwrap_or(r.bottom);
+        let band = Rect {
+            top: r.top,
+            bottom: split,
             left: r.left,
             right: r.right,
-        });
-        top = bottom;
+        };
+        r.top = split;
+        Some(band)
     }
-    v
 }
 
 impl ChannelImpl for DisplayChannel {
@@ -670,18 +841,20 @@ impl ChannelImpl for DisplayChannel {
         if self.seen_seq < next {
             match shared.display.updates_since(self.seen_seq) {
                 Some(us) => {
+                    let budgets = shared.display.budgets().clone();
                     for u in us {
                         match u.draw {
-                            Some(d) if self.phase == Phase::Streaming => self.push_draw(d, u.rect),
-                            _ => self.add_dirty(u.rect),
+                            Some(d) if self.phase == Phase::Streaming => {
+                                self.push_draw(d, u.rect, u.bytes, &budgets)
+                            }
+                            _ => self.add_dirty(&u.rect),
                         }
                     }
                 }
                 None => {
                     self.pending.clear();
-                    if let Some((w, h)) = shared.display.size() {
-                        self.add_dirty(Rect::from_xywh(0, 0, w as i32, h as i32));
-                    }
+                    self.pending_bytes = 0;
+                    self.dirty.add_all();
                 }
             }
             self.seen_seq = next;
@@ -690,22 +863,19 @@ impl ChannelImpl for DisplayChannel {
         // no drawable is pending, or together with all of them).
         let setting = shared.display.compression();
         while self.core.can_send() {
-            let Some(d) = self.pending.pop_front() else {
+            let Some(p) = self.pending.pop_front() else {
                 break;
             };
-            for m in self.prepare(setting, &d) {
+            self.pending_bytes -= p.bytes;
+            for m in self.prepare(setting, &p.draw) {
                 self.core.send(&m);
             }
         }
-        while self.core.can_send() && !self.dirty.is_empty() {
-            let r = self.dirty.remove(0);
-            let mut parts = bands(r);
-            let first = parts.remove(0);
-            // The rest of a large rectangle goes back to the front of the queue.
-            for p in parts.into_iter().rev() {
-                self.dirty.insert(0, p);
-            }
-            if let Some(m) = self.draw(shared, first) {
+        while self.core.can_send() {
+            let Some(band) = self.dirty.next_band() else {
+                break;
+            };
+            if let Some(m) = self.draw(shared, band) {
                 self.core.send(&m);
             }
         }
@@ -736,5 +906,98 @@ impl ChannelImpl for DisplayChannel {
             }
             self.phase = Phase::Streaming;
         }
+        let now = self.memory().total();
+        shared.display.client_memory(self.reported, now);
+        self.reported = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirty(w: u32, h: u32) -> Dirty {
+        let mut d = Dirty::default();
+        d.reset(w, h);
+        d
+    }
+
+    #[test]
+    fn dirty_rectangles_are_clamped_to_the_surface_on_the_way_in() {
+        let mut d = dirty(64, 48);
+        d.add(&Rect {
+            left: 0,
+            top: 0,
+            right: 1,
+            bottom: i32::MAX,
+        });
+        d.add(&Rect {
+            left: i32::MIN,
+            top: i32::MIN,
+            right: -5,
+            bottom: i32::MAX,
+        });
+        d.add(&Rect {
+            left: 10,
+            top: 60,
+            right: 20,
+            bottom: 70,
+        });
+        assert_eq!(
+            Vec::from(d.rects.clone()),
+            vec![Rect::from_xywh(0, 0, 1, 48)]
+        );
+        // Merged past MAX_DIRTY: the bounding boxes are still inside.
+        for i in 1..64 {
+            d.add(&Rect {
+                left: i,
+                top: i32::MIN + i,
+                right: i + 1,
+                bottom: i32::MAX - i,
+            });
+        }
+        assert!(d.rects.len() <= MAX_DIRTY);
+        let inside = Rect::from_xywh(0, 0, 64, 48);
+        assert!(d.rects.iter().all(|r| contains(&inside, r)));
+        assert_eq!(
+            d.rects.iter().fold(d.rects[0].clone(), |a, r| union(&a, r)),
+            inside
+        );
+        // Nothing can enter without a surface.
+        let mut none = dirty(0, 0);
+        none.add(&Rect::from_xywh(0, 0, 10, 10));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn bands_cost_one_step_each_and_cover_the_rectangle_once() {
+        // A full-width rectangle of a tall surface: bands of MAX_PIXELS_PER_DRAW pixels, not
+        // one per row.
+        let (w, h) = (4096u32, 4096u32);
+        let mut d = dirty(w, h);
+        d.add_all();
+        let mut rows = 0i64;
+        let mut n = 0;
+        while let Some(b) = d.next_band() {
+            assert_eq!((b.left, b.right), (0, w as i32));
+            assert_eq!(b.top as i64, rows);
+            assert!(b.width() as u64 * b.height() as u64 <= MAX_PIXELS_PER_DRAW);
+            rows = b.bottom as i64;
+            n += 1;
+        }
+        assert_eq!(rows, h as i64);
+        assert_eq!(n, (w as u64 * h as u64).div_ceil(MAX_PIXELS_PER_DRAW));
+        // A one-pixel-wide column of the largest height: bands of MAX_PIXELS_PER_DRAW rows,
+        // the last one ending exactly at i32::MAX (no overflow on the way).
+        let mut d = dirty(1, i32::MAX as u32);
+        d.add_all();
+        let mut n = 0u64;
+        let mut last = None;
+        while let Some(b) = d.next_band() {
+            n += 1;
+            last = Some(b);
+        }
+        assert_eq!(n, (i32::MAX as u64).div_ceil(MAX_PIXELS_PER_DRAW));
+        assert_eq!(last.map(|b| b.bottom), Some(i32::MAX));
     }
 }

@@ -6,8 +6,11 @@
 //! executed on the server's copy of the surfaces, which is where pixels then come from). Each
 //! change is logged with a sequence number; every display channel takes the changes it has not
 //! seen, as draw messages while it keeps up, or as regions sent from the current pixels when
-//! it does not. The log is bounded ([`MAX_UPDATES`]): a client that falls further behind is
-//! sent the whole screen again, so nothing grows with a slow client.
+//! it does not. The log is bounded by count ([`MAX_UPDATES`]) and by the bytes of the
+//! drawables it holds ([`Budgets::display_log_bytes`]): a client that falls further behind is
+//! sent the whole screen again, so nothing grows with a slow client. With no display client
+//! attached the log keeps no drawable at all (a client that attaches later starts from the
+//! current surfaces).
 //!
 //! Must not: know about channels or encodings; read a clock (time is passed in).
 
@@ -20,6 +23,7 @@ use spice_proto::codec::{PixelFormat, Pixmap};
 use spice_proto::messages::DisplayServer;
 use spice_proto::types::Rect;
 
+use crate::budget::Budgets;
 use crate::server::ImageCompression;
 use crate::vdi::{Framebuffer, QxlDevice};
 use qxl::{CursorState, Point16Value, QxlDisplay, QxlStats};
@@ -37,6 +41,8 @@ pub struct Update {
     pub rect: Rect,
     /// The drawable that changed it (QXL), to send as is to clients that keep up.
     pub draw: Option<Rc<DisplayServer>>,
+    /// The bytes `draw` holds ([`qxl::drawable_bytes`]; 0 without one).
+    pub bytes: u64,
 }
 
 /// One change of the cursor.
@@ -58,6 +64,14 @@ enum Source {
 /// The display state shared by every display channel.
 pub struct Display {
     compression: ImageCompression,
+    budgets: Budgets,
+    /// Display channels attached (a drawable is only worth keeping for them).
+    clients: usize,
+    /// Bytes of the drawables in `updates`.
+    held: u64,
+    /// What the attached display channels report they hold (queued output, unsent drawables,
+    /// GLZ dictionaries).
+    client_bytes: u64,
     drop_release: bool,
     source: Source,
     updates: VecDeque<Update>,
@@ -76,10 +90,14 @@ pub struct Display {
 
 impl Display {
     /// `drop_release` is the test-only [`crate::server::Breakage::DropRelease`].
-    pub(crate) fn new(compression: ImageCompression, drop_release: bool) -> Self {
+    pub(crate) fn new(compression: ImageCompression, drop_release: bool, budgets: Budgets) -> Self {
         Display {
             drop_release,
             compression,
+            budgets,
+            clients: 0,
+            held: 0,
+            client_bytes: 0,
             source: Source::None,
             updates: VecDeque::new(),
             next_seq: 1,
@@ -197,15 +215,86 @@ impl Display {
         })
     }
 
+    /// The budgets the display enforces.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// A display channel attached: drawables are worth keeping from now on.
+    pub(crate) fn add_client(&mut self) {
+        self.clients += 1;
+    }
+
+    /// A display channel went away.
+    pub(crate) fn remove_client(&mut self) {
+        self.clients = self.clients.saturating_sub(1);
+        if self.clients == 0 {
+            self.forget_drawables();
+        }
+    }
+
+    /// A display channel's memory went from `old` to `new` bytes.
+    pub(crate) fn client_memory(&mut self, old: u64, new: u64) {
+        self.client_bytes = self.client_bytes.saturating_sub(old).saturating_add(new);
+    }
+
+    /// The bytes every attached display channel holds, as they last reported
+    /// ([`crate::channel::display::DisplayChannel::memory`]).
+    pub fn clients_bytes(&self) -> u64 {
+        self.client_bytes
+    }
+
+    /// Display channels attached.
+    pub fn clients(&self) -> usize {
+        self.clients
+    }
+
+    /// Bytes of drawables the update log holds now.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+    }
+
+    /// Keep the areas of the logged changes, drop their drawables.
+    fn forget_drawables(&mut self) {
+        for u in &mut self.updates {
+            u.draw = None;
+            u.bytes = 0;
+        }
+        self.held = 0;
+    }
+
     fn log(&mut self, rect: Rect, draw: Option<Rc<DisplayServer>>) {
+        let mut draw = draw.filter(|_| self.clients > 0);
+        let mut bytes = draw.as_deref().map_or(0, qxl::drawable_bytes);
+        if bytes > self.budgets.display_log_bytes {
+            tracing::debug!(
+                bytes,
+                limit = self.budgets.display_log_bytes,
+                "display_log_bytes: a drawable larger than the log is kept as its area only"
+            );
+            draw = None;
+            bytes = 0;
+        }
         self.updates.push_back(Update {
             seq: self.next_seq,
             rect,
             draw,
+            bytes,
         });
+        self.held += bytes;
         self.next_seq += 1;
-        if self.updates.len() > MAX_UPDATES {
-            self.updates.pop_front();
+        while self.updates.len() > MAX_UPDATES || self.held > self.budgets.display_log_bytes {
+            if self.held > self.budgets.display_log_bytes {
+                tracing::debug!(
+                    held = self.held,
+                    limit = self.budgets.display_log_bytes,
+                    "display_log_bytes: the oldest logged change forgotten"
+                );
+            }
+            let Some(old) = self.updates.pop_front() else {
+                break;
+            };
+            self.held -= old.bytes;
         }
     }
 
@@ -239,13 +328,14 @@ impl Display {
                 }
             }
             Source::Qxl(q) => {
-                let out = q.service(now_ms);
+                let out = q.service(now_ms, &self.budgets, self.clients > 0);
                 if out.primary_changed {
                     self.primary_gen += 1;
                     self.updates.clear();
+                    self.held = 0;
                 }
                 for (r, d) in out.draws {
-                    self.log(r, Some(d));
+                    self.log(r, d);
                 }
                 if let Some(heads) = out.monitors {
                     self.monitors = Some(

@@ -11,6 +11,14 @@
 //! Off-screen surfaces stay on the server: a drawable on the primary that reads one (a
 //! `SURFACE` image) is sent with that area of the surface as a bitmap, taken when the drawable
 //! was executed.
+//!
+//! Budgets ([`Budgets`]): commands per tick on each ring, bytes copied out of guest memory per
+//! command and per tick (inlined surface areas count too); once a tick's bytes are spent the
+//! remaining commands wait in their ring. With no display client attached drawables are
+//! executed and dropped, not kept.
+//!
+//! Must not: panic on any guest input; keep a pointer into guest memory; do work that grows
+//! with a count the guest chooses rather than with the bytes it pays for.
 
 use std::rc::Rc;
 
@@ -25,19 +33,16 @@ use spice_proto::messages::DisplayServer;
 use spice_proto::qxl::{PrimarySurface, QxlHead, QxlMonitorsConfig};
 use spice_proto::types::{Point16, Rect};
 
+use crate::budget::Budgets;
 use crate::qxl::{self, Budget, Command, CursorCommand, CursorShape, MemSlots, Reader};
 use crate::vdi::{QxlDevice, QxlEvent};
-
-/// Commands taken from the command ring per service call (the rest wait for the next one).
-pub const MAX_COMMANDS_PER_TICK: usize = 256;
-/// Cursor commands per service call.
-pub const MAX_CURSOR_COMMANDS_PER_TICK: usize = 64;
 
 /// What servicing the device produced for the shared display state.
 #[derive(Debug, Default)]
 pub struct Output {
-    /// Drawables executed on the primary surface, in order.
-    pub draws: Vec<(Rect, Rc<DisplayServer>)>,
+    /// Drawables executed on the primary surface, in order: the area each changed (inside
+    /// the surface) and the drawable, unless there is no client to keep it for.
+    pub draws: Vec<(Rect, Option<Rc<DisplayServer>>)>,
     /// The primary surface was created, destroyed or replaced.
     pub primary_changed: bool,
     pub cursor: Vec<CursorCommand>,
@@ -53,6 +58,8 @@ pub struct QxlStats {
     /// Commands refused (bad guest memory or a draw the canvas could not do).
     pub rejected: u64,
     pub draws: u64,
+    /// Ticks that stopped taking commands because `qxl_tick_bytes` was spent.
+    pub tick_bytes_hit: u64,
 }
 
 /// The QXL device and the server's copy of its surfaces.
@@ -67,6 +74,8 @@ pub struct QxlDisplay {
     pub last_errors: Vec<String>,
     /// Test-only: do not release the command with this number (1-based).
     pub(crate) drop_release: Option<u64>,
+    /// Bytes copied out of guest memory (and inlined from surfaces) this tick.
+    tick_spent: u64,
 }
 
 impl QxlDisplay {
@@ -83,6 +92,7 @@ impl QxlDisplay {
             stats: QxlStats::default(),
             last_errors: Vec::new(),
             drop_release: None,
+            tick_spent: 0,
         }
     }
 
@@ -115,29 +125,51 @@ impl QxlDisplay {
         self.last_errors.push(what);
     }
 
-    /// Run the device to `now_ms` and service its events and rings.
-    pub fn service(&mut self, now_ms: u64) -> Output {
+    /// Whether this tick may take another command: `qxl_tick_bytes` not spent yet.
+    fn tick_open(&mut self, b: &Budgets, ring: &str) -> bool {
+        if self.tick_spent < b.qxl_tick_bytes {
+            return true;
+        }
+        self.stats.tick_bytes_hit += 1;
+        tracing::debug!(
+            spent = self.tick_spent,
+            limit = b.qxl_tick_bytes,
+            "qxl_tick_bytes: this tick takes no more commands from the {ring} ring"
+        );
+        false
+    }
+
+    /// Run the device to `now_ms` and service its events and rings, within `budgets`.
+    /// `keep_draws`: a display client is attached (else drawables are executed, not kept).
+    pub fn service(&mut self, now_ms: u64, budgets: &Budgets, keep_draws: bool) -> Output {
         let mut out = Output::default();
+        self.tick_spent = 0;
         for ev in self.device.run(now_ms) {
             self.event(ev, &mut out);
         }
-        for _ in 0..MAX_COMMANDS_PER_TICK {
+        for _ in 0..budgets.qxl_commands_per_tick {
+            if !self.tick_open(budgets, "command") {
+                break;
+            }
             let Some(ext) = self.device.get_command() else {
                 break;
             };
             self.stats.commands += 1;
-            let parsed = self.parse(&ext);
+            let parsed = self.parse(&ext, budgets.qxl_command_bytes);
             match parsed {
-                Ok(cmd) => self.execute(cmd, &mut out),
+                Ok(cmd) => self.execute(cmd, &mut out, keep_draws),
                 Err(e) => self.reject(format!("command at {:#x}: {e}", ext.cmd.data)),
             }
         }
-        for _ in 0..MAX_CURSOR_COMMANDS_PER_TICK {
+        for _ in 0..budgets.qxl_cursor_commands_per_tick {
+            if !self.tick_open(budgets, "cursor") {
+                break;
+            }
             let Some(ext) = self.device.get_cursor_command() else {
                 break;
             };
             self.stats.cursor_commands += 1;
-            match self.parse(&ext) {
+            match self.parse(&ext, budgets.qxl_command_bytes) {
                 Ok(Command::Cursor { cmd, .. }) => out.cursor.push(cmd),
                 Ok(_) => self.reject("a non-cursor command on the cursor ring".into()),
                 Err(e) => self.reject(format!("cursor command at {:#x}: {e}", ext.cmd.data)),
@@ -148,13 +180,18 @@ impl QxlDisplay {
 
     /// Parse one command and give it back to the guest (release exactly once, whether or not
     /// it parsed, as long as its release id could be read).
-    fn parse(&mut self, ext: &crate::vdi::QxlCommandExt) -> Result<Command, qxl::QxlError> {
+    /// At most `command_bytes` are copied out; they count against the tick.
+    fn parse(
+        &mut self,
+        ext: &crate::vdi::QxlCommandExt,
+        command_bytes: u64,
+    ) -> Result<Command, qxl::QxlError> {
         let mut r = Reader {
             slots: &self.slots,
             mem: self.device.memory(),
             group: ext.group_id,
             budget: Budget {
-                bytes: qxl::DEFAULT_COMMAND_BYTES,
+                bytes: command_bytes,
             },
         };
         let release = if ext.cmd.data == 0 {
@@ -163,6 +200,9 @@ impl QxlDisplay {
             qxl::release_id(&mut r, ext.cmd.data)
         };
         let parsed = qxl::parse(&mut r, &ext.cmd, ext.flags);
+        self.tick_spent = self
+            .tick_spent
+            .saturating_add(command_bytes - r.budget.bytes);
         match release {
             Ok(_)
                 if self.drop_release == Some(self.stats.commands + self.stats.cursor_commands) =>
@@ -221,7 +261,10 @@ impl QxlDisplay {
                     .read(addr, QxlMonitorsConfig::SIZE, QxlMonitorsConfig::read)
                     .and_then(|h| {
                         let n = (h.count as u64).min(64);
-                        let b = r.bytes(addr + QxlMonitorsConfig::SIZE as u64, n * 28)?;
+                        let at = addr
+                            .checked_add(QxlMonitorsConfig::SIZE as u64)
+                            .ok_or(qxl::QxlError::Inconsistent("monitors config address"))?;
+                        let b = r.bytes(at, n * QxlHead::SIZE as u64)?;
                         Ok(b.chunks_exact(QxlHead::SIZE)
                             .filter_map(QxlHead::read)
                             .collect::<Vec<_>>())
@@ -242,7 +285,7 @@ impl QxlDisplay {
         }
     }
 
-    fn execute(&mut self, cmd: Command, out: &mut Output) {
+    fn execute(&mut self, cmd: Command, out: &mut Output, keep_draws: bool) {
         match cmd {
             Command::Draw {
                 surface_id, msg, ..
@@ -251,8 +294,10 @@ impl QxlDisplay {
                     self.reject(format!("drawable on surface {surface_id} out of range"));
                     return;
                 }
-                let msg = if surface_id == 0 {
-                    self.inline_surfaces(msg)
+                let msg = if surface_id == 0 && keep_draws {
+                    let (msg, inlined) = self.inline_surfaces(msg);
+                    self.tick_spent = self.tick_spent.saturating_add(inlined);
+                    msg
                 } else {
                     msg
                 };
@@ -266,7 +311,7 @@ impl QxlDisplay {
                 self.stats.draws += 1;
                 if surface_id == 0 {
                     if let Some(r) = bbox(&msg).and_then(|b| self.on_screen(&b)) {
-                        out.draws.push((r, Rc::new(msg)));
+                        out.draws.push((r, keep_draws.then(|| Rc::new(msg))));
                     }
                 }
             }
@@ -322,10 +367,11 @@ impl QxlDisplay {
     }
 
     /// Replace every `SURFACE` image of a drawable by the area of that surface it reads, as a
-    /// bitmap of the surface's current pixels.
-    fn inline_surfaces(&self, mut msg: DisplayServer) -> DisplayServer {
+    /// bitmap of the surface's current pixels; also returns the bytes copied.
+    fn inline_surfaces(&self, mut msg: DisplayServer) -> (DisplayServer, u64) {
         let canvas = &self.canvas;
-        let fix = |img: &mut Option<Box<Image>>, area: &mut Rect| {
+        let mut copied = 0u64;
+        let mut fix = |img: &mut Option<Box<Image>>, area: &mut Rect| {
             let Some(i) = img.as_deref_mut() else { return };
             let ImageData::Surface(id) = i.data else {
                 return;
@@ -340,6 +386,7 @@ impl QxlDisplay {
             }
             let sub = r.sub(x, y, w as u32, h as u32);
             let data: Vec<u8> = sub.px.iter().flat_map(|p| p.to_le_bytes()).collect();
+            copied = copied.saturating_add(data.len() as u64);
             *i = Image {
                 id: 0,
                 flags: ImageFlags::EMPTY,
@@ -376,7 +423,7 @@ impl QxlDisplay {
             DisplayServer::DrawRop3(d) => fix(&mut d.data.src_bitmap, &mut d.data.src_area),
             _ => {}
         }
-        msg
+        (msg, copied)
     }
 }
 
@@ -401,6 +448,113 @@ pub fn bbox(m: &DisplayServer) -> Option<Rect> {
         .bbox
         .clone(),
     )
+}
+
+/// Bytes a drawable holds: every image (source, mask, brush pattern; pixels, palettes,
+/// compressed streams), glyph, clip rectangle, path point and line style entry, plus a fixed
+/// allowance per message, image, glyph and path segment for the structures around them. What
+/// the update log and the display channels count against their byte budgets.
+pub fn drawable_bytes(m: &DisplayServer) -> u64 {
+    use spice_proto::display::{Brush, Clip, Glyphs, LzPltPalette, QMask};
+    use DisplayServer as D;
+    /// Allowance for a message, an image or a glyph beyond its payload.
+    const OVERHEAD: u64 = 64;
+    fn palette(p: &spice_proto::display::Palette) -> u64 {
+        p.ents.len() as u64 * 4
+    }
+    fn image(i: &Image) -> u64 {
+        OVERHEAD
+            + match &i.data {
+                ImageData::Bitmap(b) => {
+                    b.data.0.len() as u64
+                        + match &b.palette {
+                            BitmapPalette::Inline(Some(p)) => palette(p),
+                            _ => 0,
+                        }
+                }
+                ImageData::Quic(d)
+                | ImageData::LzRgb(d)
+                | ImageData::GlzRgb(d)
+                | ImageData::Jpeg(d)
+                | ImageData::Lz4(d) => d.0.len() as u64,
+                ImageData::LzPlt(l) => {
+                    l.data.0.len() as u64
+                        + match &l.palette {
+                            LzPltPalette::Inline(p) => palette(p),
+                            LzPltPalette::FromCache(_) => 0,
+                        }
+                }
+                ImageData::ZlibGlzRgb(z) => z.data.0.len() as u64,
+                ImageData::JpegAlpha(j) => j.data.0.len() as u64,
+                ImageData::Surface(_) | ImageData::FromCache | ImageData::FromCacheLossless => 0,
+            }
+    }
+    fn opt(i: &Option<Box<Image>>) -> u64 {
+        i.as_deref().map_or(0, image)
+    }
+    fn brush(b: &Brush) -> u64 {
+        match b {
+            Brush::Pattern(p) => image(&p.pat),
+            _ => 0,
+        }
+    }
+    fn mask(q: &QMask) -> u64 {
+        opt(&q.bitmap)
+    }
+    fn base(b: &spice_proto::display::DisplayBase) -> u64 {
+        OVERHEAD
+            + match &b.clip {
+                Clip::Rects(r) => r.len() as u64 * 16,
+                Clip::None => 0,
+            }
+    }
+    match m {
+        D::DrawFill(d) => base(&d.base) + brush(&d.data.brush) + mask(&d.data.mask),
+        D::DrawOpaque(d) => {
+            base(&d.base) + opt(&d.data.src_bitmap) + brush(&d.data.brush) + mask(&d.data.mask)
+        }
+        D::DrawCopy(d) | D::DrawBlend(d) => {
+            base(&d.base) + opt(&d.data.src_bitmap) + mask(&d.data.mask)
+        }
+        D::DrawBlackness(d) | D::DrawWhiteness(d) | D::DrawInvers(d) => {
+            base(&d.base) + mask(&d.data.mask)
+        }
+        D::DrawRop3(d) => {
+            base(&d.base) + opt(&d.data.src_bitmap) + brush(&d.data.brush) + mask(&d.data.mask)
+        }
+        D::DrawStroke(d) => {
+            let path: u64 = d
+                .data
+                .path
+                .segments
+                .iter()
+                .map(|s| OVERHEAD + s.points.len() as u64 * 8)
+                .sum();
+            let style = d
+                .data
+                .attr
+                .style
+                .as_ref()
+                .map_or(0, |s| s.0.len() as u64 * 4);
+            base(&d.base) + path + style + brush(&d.data.brush)
+        }
+        D::DrawText(d) => {
+            let glyphs = match &d.data.str.glyphs {
+                Glyphs::A1(g) | Glyphs::A4(g) | Glyphs::A8(g) => {
+                    g.iter().map(|g| OVERHEAD + g.data.0.len() as u64).sum()
+                }
+                Glyphs::None { .. } => 0,
+            };
+            base(&d.base) + glyphs + brush(&d.data.fore_brush) + brush(&d.data.back_brush)
+        }
+        D::DrawTransparent(d) => base(&d.base) + opt(&d.data.src_bitmap),
+        D::DrawAlphaBlend(d) => base(&d.base) + opt(&d.data.src_bitmap),
+        D::DrawComposite(d) => {
+            base(&d.base) + opt(&d.data.src_bitmap) + d.data.mask_bitmap.as_ref().map_or(0, opt)
+        }
+        D::CopyBits(d) => base(&d.base),
+        _ => OVERHEAD,
+    }
 }
 
 /// The cursor as clients should see it now.

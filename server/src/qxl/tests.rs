@@ -398,3 +398,118 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn generations_wider_than_a_byte_are_compared_in_full() {
+    // 12 generation bits: a generation that agrees with the slot's only in its low byte is a
+    // stale address (it used to be truncated to u8 and accepted).
+    let mut slots = MemSlots::new(8, 12);
+    let ram = Ram::new(0x1_0000, 4096);
+    slots.add(ram.slot(SLOT, GEN));
+    let id_shift = 64 - 8;
+    let gen_shift = id_shift - 12;
+    let addr = |generation: u64| ((SLOT as u64) << id_shift) | (generation << gen_shift) | 0x1_0000;
+    assert_eq!(slots.translate(0, addr(GEN as u64), 4), Ok(0x1_0000));
+    assert!(matches!(
+        slots.translate(0, addr(0x100 | GEN as u64), 4),
+        Err(QxlError::BadGeneration {
+            got: 0x103,
+            want: 3,
+            ..
+        })
+    ));
+}
+
+/// A cursor `set` command with a shape of `ty`, `w`x`h` and `data_len` bytes of data (in one
+/// chunk) whose header claims `data_size`.
+fn cursor_set(
+    slots: &MemSlots,
+    ram: &mut Ram,
+    ty: u16,
+    (w, h): (u16, u16),
+    data_size: u32,
+    data_len: usize,
+) -> QxlCommand {
+    let mut shape = QxlCursor {
+        header: QxlCursorHeader {
+            unique: 0,
+            cursor_type: ty,
+            width: w,
+            height: h,
+            hot_spot_x: 0,
+            hot_spot_y: 0,
+        },
+        data_size,
+    }
+    .to_bytes();
+    shape.extend(
+        QxlDataChunk {
+            data_size: data_len as u32,
+            prev_chunk: 0,
+            next_chunk: 0,
+        }
+        .to_bytes(),
+    );
+    shape.extend(vec![0x5au8; data_len]);
+    let shape_at = phys(slots, ram.put(&shape).unwrap());
+    let mut u = vec![0u8; 5];
+    u.extend(shape_at.to_le_bytes());
+    let c = QxlCursorCmd {
+        release_info: 1,
+        cmd_type: qxl::cursor_cmd::SET,
+        u: Raw::from_slice(&u),
+        device_data: Raw::default(),
+    };
+    QxlCommand {
+        data: phys(slots, ram.put(&c.to_bytes()).unwrap()),
+        cmd_type: qxl::cmd::CURSOR,
+        padding: 0,
+    }
+}
+
+#[test]
+fn cursor_data_must_be_exactly_what_the_shape_needs() {
+    let (slots, mut ram) = setup();
+    // A 2x2 alpha shape carrying 512 KiB: within the command budget, but 32 000 times what
+    // the shape needs; every client would be sent all of it.
+    let cmd = cursor_set(&slots, &mut ram, 0, (2, 2), 512 << 10, 512 << 10);
+    assert!(matches!(
+        parse(&mut reader(&slots, &ram), &cmd, 0),
+        Err(QxlError::CursorDataSize {
+            got: 524_288,
+            want: 16,
+            ..
+        })
+    ));
+    // Too little is refused too (clients read what the shape needs).
+    let cmd = cursor_set(&slots, &mut ram, 0, (4, 4), 32, 32);
+    assert!(matches!(
+        parse(&mut reader(&slots, &ram), &cmd, 0),
+        Err(QxlError::CursorDataSize { want: 64, .. })
+    ));
+    // An unknown cursor type.
+    let cmd = cursor_set(&slots, &mut ram, 9, (4, 4), 64, 64);
+    assert!(matches!(
+        parse(&mut reader(&slots, &ram), &cmd, 0),
+        Err(QxlError::BadValue {
+            what: "cursor type",
+            ..
+        })
+    ));
+    // Exact sizes of each type parse: alpha, mono (AND and XOR masks), 4-bit with palette.
+    for (ty, (w, h), n) in [
+        (0u16, (3u16, 5u16), 60usize),
+        (1, (9, 2), 8),
+        (2, (3, 2), 4 + 64 + 2),
+    ] {
+        let cmd = cursor_set(&slots, &mut ram, ty, (w, h), n as u32, n);
+        let Ok(Command::Cursor {
+            cmd: CursorCommand::Set { shape: Some(s), .. },
+            ..
+        }) = parse(&mut reader(&slots, &ram), &cmd, 0)
+        else {
+            panic!("type {ty} {w}x{h} with {n} bytes")
+        };
+        assert_eq!(s.data.len(), n);
+    }
+}
