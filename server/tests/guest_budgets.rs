@@ -6,9 +6,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use spice_proto::header::{frame, HeaderKind};
+use spice_proto::display::{ImageData, ImageFlags};
+use spice_proto::header::{frame, Framer, HeaderKind};
 use spice_proto::messages::base::BaseClient;
 use spice_proto::messages::display::DisplayInit;
+use spice_proto::messages::DisplayServer;
 use spice_proto::messages::{ChannelType, DisplayClient, Message};
 use spice_proto::qxl::{self, *};
 use spice_server::link::Ticketing;
@@ -67,6 +69,11 @@ impl Guest {
 
     /// A top-down 32-bit bitmap of `w`x`h` in one chunk; its address.
     fn bitmap(&mut self, w: u32, h: u32) -> u64 {
+        self.image(w, h, 0x1234, false)
+    }
+
+    /// [`Guest::bitmap`] with image id `id`, for the client's cache if `cache`.
+    fn image(&mut self, w: u32, h: u32, id: u64, cache: bool) -> u64 {
         let mut chunk = QxlDataChunk {
             data_size: w * h * 4,
             prev_chunk: 0,
@@ -77,9 +84,9 @@ impl Guest {
         let data = self.put(&chunk);
         let img = QxlImage {
             descriptor: QxlImageDescriptor {
-                id: 0x1234,
+                id,
                 image_type: 0,
-                flags: 0,
+                flags: if cache { qxl::image_flags::CACHE } else { 0 },
                 width: w,
                 height: h,
             },
@@ -101,10 +108,15 @@ impl Guest {
 
     /// A copy of the whole bitmap at `img` (`w`x`h`) to the top left.
     fn copy(&mut self, img: u64, w: i32, h: i32) -> QxlCommandExt {
+        self.copy_to(img, 0, 0, w, h)
+    }
+
+    /// A copy of the whole bitmap at `img` (`w`x`h`) to (`x`, `y`).
+    fn copy_to(&mut self, img: u64, x: i32, y: i32, w: i32, h: i32) -> QxlCommandExt {
         self.drawable(QxlDrawable {
             release_info: 2,
             draw_type: qxl::draw::COPY,
-            bbox: QxlRect::from_xywh(0, 0, w, h),
+            bbox: QxlRect::from_xywh(x, y, w, h),
             surfaces_dest: [-1; 3],
             u: Raw::from_slice(
                 &QxlCopy {
@@ -489,4 +501,68 @@ fn twenty_display_clients_that_never_read_hold_a_bounded_amount() {
         }
         assert!(conns.iter().all(|&c| !s.is_finished(c)));
     }
+}
+
+/// A guest that caches thousands of distinct 1x1 images: our mirror of the client's pixmap
+/// cache (and so the client's cache) holds at most `pixmap_cache_entries` of them, whatever
+/// pixel budget the client gave; the rest are evicted with `inval_list`.
+#[test]
+fn tiny_cached_images_are_bounded_by_entries_not_only_by_pixels() {
+    let budgets = Budgets {
+        pixmap_cache_entries: 16,
+        ..Budgets::default()
+    };
+    let mut g = Guest::new(1 << 20);
+    let copies: Vec<_> = (0..200)
+        .map(|i| {
+            let img = g.image(1, 1, 1000 + i as u64, true);
+            g.copy_to(img, i % 64, i / 64, 1, 1)
+        })
+        .collect();
+    let mut s = server(budgets, ImageCompression::Off);
+    let rings = attach(&mut s, g, (64, 64));
+    let (_main, d) = display_client(&mut s, 2, 1 << 20);
+    let mut f = Framer::new(HeaderKind::Mini);
+    let mut cached = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for (t, chunk) in copies.chunks(10).enumerate() {
+        for &c in chunk {
+            rings.push(c, 1);
+        }
+        s.handle_timeout(3 + t as u64);
+        f.push(&drain(&mut s, d.conn));
+        while let Ok(Some(m)) = f.next() {
+            match DisplayServer::decode(m.header.msg_type, &m.body) {
+                Ok(DisplayServer::DrawCopy(c)) => {
+                    let img = c.data.src_bitmap.expect("an image");
+                    if img.flags.contains(ImageFlags::CACHE_ME) {
+                        cached.insert(img.id);
+                    } else if img.data == ImageData::FromCache {
+                        assert!(cached.contains(&img.id), "{} not cached", img.id);
+                    }
+                }
+                Ok(DisplayServer::InvalList(l)) => {
+                    for r in l.resources {
+                        cached.remove(&r.id);
+                    }
+                }
+                _ => {}
+            }
+            most = most.max(cached.len());
+        }
+        send(
+            &mut s,
+            &d,
+            &DisplayClient::Base(BaseClient::Ack),
+            3 + t as u64,
+        );
+        send(
+            &mut s,
+            &d,
+            &DisplayClient::Base(BaseClient::Ack),
+            3 + t as u64,
+        );
+    }
+    assert!(most <= 16, "{most} images cached");
+    assert!(most >= 8, "{most}: the cache was used");
 }

@@ -68,7 +68,8 @@ impl CursorChannel {
         &self.core
     }
 
-    /// The shape of `st` as this client should get it (through its cache).
+    /// The shape of `st` as this client should get it (through its cache). May queue an
+    /// `inval_all` first (when the cache is full).
     fn wire_cursor(&mut self, st: &CursorState) -> Cursor {
         let Some(shape) = &st.shape else {
             return Cursor {
@@ -114,13 +115,31 @@ impl CursorChannel {
             .send(&CursorServer::Trail(CursorTrail { length, frequency }));
     }
 
-    fn set(&mut self, st: &CursorState) {
+    /// Whether `st`'s shape would empty the client's cache (an `inval_all` goes first).
+    fn needs_inval(&self, st: &CursorState) -> bool {
+        st.shape.as_ref().is_some_and(|s| {
+            let u = s.header.unique;
+            u != 0 && !self.cached.contains(&u) && self.cached.len() >= MAX_CACHED_CURSORS
+        })
+    }
+
+    /// Send `set` with the current state. Returns false (nothing but the cache's `inval_all`
+    /// sent) when that filled the queue: the `set` waits for room.
+    fn set(&mut self, st: &CursorState) -> bool {
+        if self.needs_inval(st) {
+            self.core.send(&CursorServer::InvalAll);
+            self.cached.clear();
+            if !self.core.can_send() {
+                return false;
+            }
+        }
         let cursor = self.wire_cursor(st);
         self.core.send(&CursorServer::Set(CursorSet {
             position: st.position.wire(),
             visible: u8::from(st.visible),
             cursor,
         }));
+        true
     }
 }
 
@@ -154,7 +173,9 @@ impl ChannelImpl for CursorChannel {
         let Some(us) = shared.display.cursor_since(self.seen) else {
             // Behind the log: the current state, trail included.
             let st = st.clone();
-            self.set(&st);
+            if !self.set(&st) {
+                return;
+            }
             if st.trail != (0, 0) {
                 self.trail(st.trail);
             }
@@ -164,7 +185,9 @@ impl ChannelImpl for CursorChannel {
         if us.iter().any(|u| matches!(u, CursorUpdate::Set)) {
             // The current state replaces every earlier shape, position and visibility.
             let st = st.clone();
-            self.set(&st);
+            if !self.set(&st) {
+                return;
+            }
             if us.iter().any(|u| matches!(u, CursorUpdate::Trail(..))) {
                 self.trail(st.trail);
             }

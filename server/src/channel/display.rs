@@ -99,6 +99,9 @@ pub struct DisplayChannel {
     pending: VecDeque<Pending>,
     /// The bytes of `pending`.
     pending_bytes: u64,
+    /// A prepared draw message that found the queue full after the `inval_list` sent before
+    /// it: sent first when there is room (every message is queued under the output cap).
+    ready: Option<DisplayServer>,
     /// The primary surface generation this client was last given.
     primary_gen: Option<u64>,
     /// Whether this client has a primary surface (we sent `surface_create`).
@@ -108,6 +111,8 @@ pub struct DisplayChannel {
     pixmap_order: VecDeque<u64>,
     pixmap_used: u64,
     pixmap_budget: u64,
+    /// Most entries in the client's pixmap cache (`Budgets::pixmap_cache_entries`).
+    pixmap_entries: usize,
     palettes: BTreeSet<u64>,
     /// The GLZ window this client gets (its `init`, within the budget).
     glz_window: u32,
@@ -145,12 +150,14 @@ impl DisplayChannel {
             dirty: Dirty::default(),
             pending: VecDeque::new(),
             pending_bytes: 0,
+            ready: None,
             primary_gen: None,
             has_surface: false,
             pixmaps: BTreeMap::new(),
             pixmap_order: VecDeque::new(),
             pixmap_used: 0,
             pixmap_budget: 0,
+            pixmap_entries: 0,
             palettes: BTreeSet::new(),
             glz_window: 0,
             glz: None,
@@ -226,6 +233,7 @@ impl DisplayChannel {
                 }
                 self.glz_window = asked.min(limit).min(codec::glz::MAX_WINDOW_PIXELS);
                 self.pixmap_budget = u64::try_from(init.pixmap_cache_size.max(0)).unwrap_or(0);
+                self.pixmap_entries = shared.display.budgets().pixmap_cache_entries;
                 self.core.send(&DisplayServer::InvalAllPalettes);
                 self.phase = Phase::FirstScreen;
                 self.new_primary(shared);
@@ -392,6 +400,7 @@ impl DisplayChannel {
         self.primary_gen = Some(shared.display.primary_generation());
         self.pending.clear();
         self.pending_bytes = 0;
+        self.drop_ready();
         self.seen_seq = shared.display.next_seq();
         if self.has_surface {
             self.core.send(&DisplayServer::SurfaceDestroy(0));
@@ -463,6 +472,29 @@ impl DisplayChannel {
         });
     }
 
+    /// Forget the prepared message that was not sent (its surface is gone): what it would
+    /// have put in the client's caches is taken out of our mirror of them.
+    fn drop_ready(&mut self) {
+        let Some(mut m) = self.ready.take() else {
+            return;
+        };
+        let (pixmaps, palettes) = (&mut self.pixmaps, &mut self.palettes);
+        let mut used = 0;
+        for_each_image(&mut m, &mut |img, _| {
+            if img.flags.contains(ImageFlags::CACHE_ME) {
+                used += pixmaps.remove(&img.id).unwrap_or(0);
+            }
+            if let ImageData::Bitmap(b) = &img.data {
+                if let (true, BitmapPalette::Inline(Some(p))) =
+                    (b.flags.contains(BitmapFlags::PAL_CACHE_ME), &b.palette)
+                {
+                    palettes.remove(&p.unique);
+                }
+            }
+        });
+        self.pixmap_used -= used;
+    }
+
     /// A drawable with its images made ready for this client: bitmaps compressed, cached
     /// images and palettes referred to by id.
     fn prepare(&mut self, setting: ImageCompression, d: &DisplayServer) -> Vec<DisplayServer> {
@@ -493,8 +525,16 @@ impl DisplayChannel {
             return None;
         }
         let mut inval = Vec::new();
-        if cacheable && pixels <= self.pixmap_budget / 2 {
-            while self.pixmap_used + pixels > self.pixmap_budget {
+        if cacheable && pixels <= self.pixmap_budget / 2 && self.pixmap_entries > 0 {
+            if self.pixmaps.len() >= self.pixmap_entries {
+                tracing::debug!(
+                    limit = self.pixmap_entries,
+                    "pixmap_cache_entries: the oldest cached image is evicted"
+                );
+            }
+            while self.pixmap_used + pixels > self.pixmap_budget
+                || self.pixmaps.len() >= self.pixmap_entries
+            {
                 let Some(old) = self.pixmap_order.pop_front() else {
                     break;
                 };
@@ -863,15 +903,26 @@ impl ChannelImpl for DisplayChannel {
         // no drawable is pending, or together with all of them).
         let setting = shared.display.compression();
         while self.core.can_send() {
+            if let Some(m) = self.ready.take() {
+                self.core.send(&m);
+                continue;
+            }
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
             self.pending_bytes -= p.bytes;
-            for m in self.prepare(setting, &p.draw) {
+            let mut msgs = self.prepare(setting, &p.draw);
+            let draw = msgs.pop();
+            // The `inval_list`s first (small), then the draw if there is still room.
+            for m in msgs {
                 self.core.send(&m);
             }
+            match draw {
+                Some(m) if self.core.can_send() => self.core.send(&m),
+                m => self.ready = m,
+            }
         }
-        while self.core.can_send() {
+        while self.core.can_send() && self.ready.is_none() {
             let Some(band) = self.dirty.next_band() else {
                 break;
             };
