@@ -1,6 +1,10 @@
 //! Turning a SPICE image descriptor into pixels: every image type through its codec, palettes
-//! (inline or from the palette cache), bottom-up rows flipped, and the pixmap cache
+//! (inline or from the palette cache), bottom-up rows flipped, masks, and the pixmap cache
 //! (`CACHE_ME`, `FROM_CACHE`, `FROM_CACHE_LOSSLESS`, invalidations).
+//!
+//! Owns the pixmap and palette caches, each bounded by entries and by bytes
+//! ([`CanvasLimits`]), evicting the oldest entry in O(log n). Must not: decode an image or a
+//! mask larger than [`Limits::max_pixels`], or keep an entry larger than its cache.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -67,7 +71,7 @@ impl Caches {
             palettes: BTreeMap::new(),
             palette_order: BTreeMap::new(),
             palette_entries: 0,
-            glz: glz::Decoder::new(limits, 1 << 25),
+            glz: glz::Decoder::new(limits, climits.max_glz_window_pixels),
         }
     }
 

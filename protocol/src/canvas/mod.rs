@@ -108,6 +108,8 @@ pub struct CanvasLimits {
     /// Palette entries the palette cache holds in all (a palette over it is not cached).
     /// Default 1 Mi (4,096 palettes of 256 colours).
     pub max_palette_entries: u64,
+    /// Pixels of earlier images the GLZ window keeps (decoded, 4 bytes each). Default 32 Mi.
+    pub max_glz_window_pixels: u64,
 }
 
 /// Bytes counted per pixmap cache entry on top of its pixels (map nodes, shared header).
@@ -125,6 +127,7 @@ impl CanvasLimits {
             max_pixmap_bytes: codec.max_pixels.saturating_mul(8),
             max_palettes: 4096,
             max_palette_entries: 1 << 20,
+            max_glz_window_pixels: 1 << 25,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Pixels and the per-pixel arithmetic of the canvas: [`Raster`] (a 32-bit image), raster
 //! operations ([`Rop`], ternary rop3), pixman-style OVER blending with its rounding, and the
 //! covered area of a draw ([`Region`]).
+//!
+//! Must not: cost more than O(pixels) per region operation; clip rectangles are swept once
+//! per row (O(r log r + pixels)), never tested per pixel.
 
 use crate::display::Ropd;
 use crate::types::Rect;
