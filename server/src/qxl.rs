@@ -875,16 +875,17 @@ fn path(r: &mut Reader<'_>, addr: u64) -> Result<Path> {
         let s = QxlPathSeg::read(&data[at..]).ok_or(QxlError::Inconsistent("path"))?;
         at += QxlPathSeg::SIZE;
         let n = s.count as usize;
-        let bytes = n
+        let end = n
             .checked_mul(QxlPointFix::SIZE)
-            .filter(|b| at + b <= data.len())
+            .and_then(|b| at.checked_add(b))
+            .filter(|&end| end <= data.len())
             .ok_or(QxlError::Inconsistent("path segment"))?;
-        let points = data[at..at + bytes]
+        let points = data[at..end]
             .chunks_exact(QxlPointFix::SIZE)
             .filter_map(QxlPointFix::read)
             .map(|p| PointFix { x: p.x, y: p.y })
             .collect();
-        at += bytes;
+        at = end;
         segments.push(PathSegment {
             flags: PathFlags((s.flags & 0x1b) as u8),
             points,
@@ -939,11 +940,17 @@ fn glyph_string(r: &mut Reader<'_>, addr: u64) -> Result<GlyphString> {
             .and_then(QxlRasterGlyph::read)
             .ok_or(QxlError::Inconsistent("glyph"))?;
         at += QxlRasterGlyph::SIZE;
-        let n = (g.width as usize * bpp).div_ceil(8) * g.height as usize;
+        // Sized by the glyph's box, but only read from the bytes the guest paid for.
+        let end = (g.width as usize)
+            .checked_mul(bpp)
+            .map(|b| b.div_ceil(8))
+            .and_then(|row| row.checked_mul(g.height as usize))
+            .and_then(|n| at.checked_add(n))
+            .ok_or(QxlError::Inconsistent("glyph size"))?;
         let bits = data
-            .get(at..at + n)
+            .get(at..end)
             .ok_or(QxlError::Inconsistent("glyph data"))?;
-        at += n;
+        at = end;
         glyphs.push(RasterGlyph {
             render_pos: point(&g.render_pos),
             glyph_origin: point(&g.glyph_origin),
