@@ -146,7 +146,7 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
         name,
         uuid,
         image_compression: opts.image_compression,
-        seed: 1,
+        seed: Some(1),
         fresh_key_per_link: false,
         breakage: opts.breakage,
         ..Config::default()

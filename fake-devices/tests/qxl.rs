@@ -27,7 +27,7 @@ fn server(compression: ImageCompression, scene: &str) -> Server {
         },
         fresh_key_per_link: false,
         image_compression: compression,
-        seed: 7,
+        seed: Some(7),
         ..Config::default()
     });
     s.set_link_key(spice_server::testing::fixed_key());
@@ -274,7 +274,7 @@ fn client_monitor_requests_reach_the_qxl_device() {
             expires_at_ms: None,
         },
         fresh_key_per_link: false,
-        seed: 7,
+        seed: Some(7),
         ..Config::default()
     });
     s.set_link_key(spice_server::testing::fixed_key());

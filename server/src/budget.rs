@@ -40,6 +40,10 @@ pub struct Budgets {
     /// asks (up to 2^25). The dictionary keeps 4 bytes per pixel of the window, and is only
     /// allocated when the client is first sent a GLZ image.
     pub glz_window_pixels: u32,
+    /// Images one display client's pixmap cache holds (besides the pixels its `init` allows):
+    /// past it the oldest is evicted (`inval_list`), so tiny cached images from a guest cannot
+    /// grow our mirror of the cache without bound.
+    pub pixmap_cache_entries: usize,
     // Clients and connections.
     /// Connections held in any state (link stage, channels, closing). A new connection past
     /// this is closed at once. The async shell also stops accepting while it is reached.
@@ -50,6 +54,10 @@ pub struct Budgets {
     pub max_sessions: usize,
     /// Channel connections one session may link besides its main channel.
     pub max_channels_per_session: usize,
+    /// The most bytes the async shell reads from one connection at once. Its read buffer
+    /// starts at 4 KiB (enough for any link message) and grows to this only while the peer
+    /// fills it, so idle and linking connections hold 4 KiB each.
+    pub read_buffer: usize,
 }
 
 impl Default for Budgets {
@@ -62,10 +70,12 @@ impl Default for Budgets {
             display_log_bytes: 64 << 20,
             display_pending_bytes: 16 << 20,
             glz_window_pixels: 1 << 22,
+            pixmap_cache_entries: 16_384,
             max_connections: 512,
             max_linking: 64,
             max_sessions: 16,
             max_channels_per_session: 32,
+            read_buffer: 64 * 1024,
         }
     }
 }

@@ -64,7 +64,7 @@ pub struct TicketKey {
 }
 
 /// Why a key could not be made (a bug or an exhausted RNG; logged, the link refused).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("ticket key: {0}")]
 pub struct KeyError(String);
 
@@ -115,6 +115,34 @@ impl TicketKey {
         msg.push(0);
         let ct = public.encrypt(rng, Oaep::new::<sha1::Sha1>(), &msg).ok()?;
         ct.try_into().ok()
+    }
+}
+
+/// A request for one link key, made by [`crate::Server::poll_key_request`]: the embedder runs
+/// [`KeyRequest::generate`] off its event loop (RSA-1024 generation takes tens of ms) and hands
+/// the result to [`crate::Server::add_link_key`].
+///
+/// It carries a 32-byte seed drawn from the server's RNG, so the key is a function of the
+/// server's seed (deterministic when the server is) and the worker needs no RNG of its own.
+pub struct KeyRequest {
+    seed: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyRequest {{ seed: <hidden> }}")
+    }
+}
+
+impl KeyRequest {
+    pub(crate) fn new(seed: [u8; 32]) -> Self {
+        KeyRequest { seed }
+    }
+
+    /// Make the key (slow: run it on a worker thread, not the event loop).
+    pub fn generate(self) -> Result<TicketKey, KeyError> {
+        use rand_chacha::rand_core::SeedableRng;
+        TicketKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed(self.seed))
     }
 }
 

@@ -13,6 +13,24 @@
 //! connection's link stage and channel state machine, the devices, and the one seeded RNG that
 //! makes link keys, session ids and ping ids.
 //!
+//! Link keys: RSA-1024 generation takes tens of milliseconds, too long for an event loop that
+//! serves every client. With `fresh_key_per_link` the server keeps a small pool of keys that
+//! the embedder fills off its loop: [`Server::poll_key_request`] says when a key is wanted
+//! (with a seed from the server's RNG), the embedder runs [`crate::link::KeyRequest::generate`]
+//! on a worker and hands the key to [`Server::add_link_key`]. A link whose key is not ready
+//! waits (its connection stays in the link stage, bounded by `max_linking` and
+//! [`LINK_TIMEOUT_MS`]); other connections are served meanwhile. Each key serves one link.
+//!
+//! Budgets ([`crate::budget`]): a connection past `max_connections` or `max_linking` is closed
+//! at once; a main link past `max_sessions` and a channel link past `max_channels_per_session`
+//! get a link error. Each refusal logs the budget's name.
+//!
+//! Panics: a panic in one connection's work (its link stage, its channel, the devices it
+//! calls) closes that connection with an error log line; a panic in the devices' own
+//! servicing (display, keyboard LEDs) drops that device state and closes the channels that
+//! showed it. No public method unwinds: each is a panic boundary (the library is meant to be
+//! embedded in a VMM, which a panic must never reach).
+//!
 //! Must not: do IO, read the wall clock (time comes in as `now_ms`, the VMM's monotonic clock),
 //! spawn threads, or iterate a `HashMap` (maps here are `BTreeMap`, so output is a function of
 //! the inputs and the seed).
@@ -136,8 +154,11 @@ pub struct Config {
     pub image_compression: ImageCompression,
     /// The cap on bytes queued for one channel connection.
     pub output_cap: usize,
-    /// Seeds the RNG for link keys, session ids and ping ids.
-    pub seed: u64,
+    /// Seeds the RNG for link keys, session ids and ping ids. `None` (the default): seeded
+    /// from the OS, so no two servers share keys or session ids. `Some(seed)`: deterministic,
+    /// for the simulator, replays and tests only (whoever knows the seed can recompute every
+    /// link key and so decrypt the tickets).
+    pub seed: Option<u64>,
     /// Make a fresh RSA key for every link, as the reference does (true), or one per server
     /// (false: much cheaper under simulation, but a ticket sniffed on one link then opens another).
     pub fresh_key_per_link: bool,
@@ -155,7 +176,7 @@ impl Default for Config {
             uuid: None,
             image_compression: ImageCompression::default(),
             output_cap: DEFAULT_OUTPUT_CAP,
-            seed: 0,
+            seed: None,
             fresh_key_per_link: true,
             breakage: None,
             budgets: Default::default(),
@@ -219,6 +240,12 @@ enum State {
 /// vanishes mid-handshake must not hold a connection forever).
 pub const LINK_TIMEOUT_MS: u64 = 30_000;
 
+/// Fresh keys kept ready beyond the links waiting for one.
+const KEY_POOL_SPARE: usize = 2;
+/// Key requests handed out and not yet answered, at most (the embedder's workers compete with
+/// its event loop for CPU).
+const MAX_KEY_REQUESTS: usize = 2;
+
 struct Conn {
     state: State,
     /// When it connected.
@@ -232,7 +259,15 @@ struct Conn {
 pub struct Server {
     shared: Shared,
     rng: ChaCha20Rng,
+    /// The OS had no randomness for the seed: every link is refused (never a guessable key).
+    rng_failed: bool,
     key: Option<TicketKey>,
+    /// Fresh link keys ready for use (`fresh_key_per_link`), each used once.
+    keys: VecDeque<TicketKey>,
+    /// Key requests handed out by `poll_key_request` and not yet answered.
+    keys_requested: usize,
+    /// Links waiting for a key, in arrival order, with the capabilities to offer.
+    key_waiters: VecDeque<(ConnId, Caps)>,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
     sessions: BTreeMap<u32, Session>,
@@ -241,7 +276,17 @@ pub struct Server {
 
 impl Server {
     pub fn new(cfg: Config) -> Server {
-        let rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+        let (rng, rng_failed) = match cfg.seed {
+            Some(seed) => (ChaCha20Rng::seed_from_u64(seed), false),
+            // rand_core's OsRng is getrandom (the OS's CSPRNG); ChaCha20 expands its seed.
+            None => match ChaCha20Rng::from_rng(rand_chacha::rand_core::OsRng) {
+                Ok(r) => (r, false),
+                Err(e) => {
+                    tracing::error!("no randomness from the OS ({e}): every link will be refused");
+                    (ChaCha20Rng::from_seed([0; 32]), true)
+                }
+            },
+        };
         Server {
             shared: Shared {
                 display: crate::display::Display::new(
@@ -258,7 +303,11 @@ impl Server {
                 kbd: Default::default(),
             },
             rng,
+            rng_failed,
             key: None,
+            keys: VecDeque::new(),
+            keys_requested: 0,
+            key_waiters: VecDeque::new(),
             conns: BTreeMap::new(),
             next_conn: 1,
             sessions: BTreeMap::new(),
@@ -337,36 +386,75 @@ impl Server {
             }
     }
 
-    /// A client connected: a new connection in the link stage.
+    /// A client connected: a new connection in the link stage. Past the `max_connections` or
+    /// `max_linking` budget it is closed at once ([`is_finished`](Self::is_finished) is true).
     pub fn connect(&mut self, now_ms: u64) -> ConnId {
         self.now_ms = self.now_ms.max(now_ms);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let link = ServerLink::new(self.shared.cfg.ticketing.clone());
+        self.boundary("connect", Some(id), (), |s| s.connect_inner(id, now_ms));
+        id
+    }
+
+    fn connect_inner(&mut self, id: ConnId, now_ms: u64) {
+        let b = &self.shared.cfg.budgets;
+        let linking = self
+            .conns
+            .values()
+            .filter(|c| matches!(c.state, State::Linking(_)))
+            .count();
+        let over = if self.conns.len() >= b.max_connections {
+            Some(("max_connections", b.max_connections))
+        } else if linking >= b.max_linking {
+            Some(("max_linking", b.max_linking))
+        } else {
+            None
+        };
+        let state = match over {
+            Some((budget, limit)) => {
+                tracing::warn!(%id, "connection refused: budget {budget} ({limit}) reached");
+                State::Closing
+            }
+            None => State::Linking(Box::new(ServerLink::new(self.shared.cfg.ticketing.clone()))),
+        };
         self.conns.insert(
             id,
             Conn {
                 since_ms: now_ms,
-                state: State::Linking(Box::new(link)),
+                state,
                 session: None,
                 out: VecDeque::new(),
             },
         );
         tracing::debug!(%id, "connection");
-        id
     }
 
     /// The client sent `data` on `conn`.
     pub fn handle_bytes(&mut self, conn: ConnId, data: &[u8], now_ms: u64) {
+        self.boundary("handle_bytes", Some(conn), (), |s| {
+            s.handle_bytes_inner(conn, data, now_ms)
+        })
+    }
+
+    fn handle_bytes_inner(&mut self, conn: ConnId, data: &[u8], now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         let now_ms = self.now_ms;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         match &mut c.state {
-            State::Linking(link) => {
-                link.handle_bytes(data, now_ms);
-                self.drive_link(conn);
+            State::Linking(_) => {
+                let r = catch(|| {
+                    if let Some(State::Linking(link)) =
+                        self.conns.get_mut(&conn).map(|c| &mut c.state)
+                    {
+                        link.handle_bytes(data, now_ms);
+                    }
+                    self.drive_link(conn);
+                });
+                if let Err(msg) = r {
+                    self.conn_panicked(conn, "link", &msg);
+                }
             }
             State::Closing => {}
             _ => {
@@ -382,13 +470,27 @@ impl Server {
     /// The peer closed `conn` (or the stream failed): forget it. Closing a session's main
     /// channel ends the session and its other channels.
     pub fn handle_closed(&mut self, conn: ConnId, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
-        self.remove_conn(conn);
-        self.pump(self.now_ms);
+        self.boundary("handle_closed", Some(conn), (), |s| {
+            s.now_ms = s.now_ms.max(now_ms);
+            s.remove_conn(conn);
+            s.pump(s.now_ms);
+        });
+        // Whatever happened above, the connection is forgotten.
+        self.conns.remove(&conn);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<u64> {
+        match catch(|| self.poll_timeout_inner()) {
+            Ok(t) => t,
+            Err(msg) => {
+                tracing::error!("panic in Server::poll_timeout: {msg}");
+                Some(self.now_ms + 100)
+            }
+        }
+    }
+
+    fn poll_timeout_inner(&self) -> Option<u64> {
         let mut t = self.shared.display.poll_timeout();
         if let Some(k) = self.shared.kbd.poll_timeout() {
             t = Some(t.map_or(k, |t| t.min(k)));
@@ -412,10 +514,21 @@ impl Server {
 
     /// Time passed: pings, device polling, frames.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.boundary("handle_timeout", None, (), |s| {
+            s.handle_timeout_inner(now_ms)
+        })
+    }
+
+    fn handle_timeout_inner(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         let now_ms = self.now_ms;
-        self.shared.kbd.handle_timeout(now_ms);
-        self.shared.display.handle_timeout(now_ms);
+        if let Err(msg) = catch(|| self.shared.kbd.handle_timeout(now_ms)) {
+            tracing::error!("panic in the keyboard state: {msg}; its state is reset");
+            self.shared.kbd = Default::default();
+        }
+        if let Err(msg) = catch(|| self.shared.display.handle_timeout(now_ms)) {
+            self.display_panicked(&msg);
+        }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let linking_too_long = self.conns.get(&id).is_some_and(|c| {
@@ -448,6 +561,74 @@ impl Server {
 
     /// The next bytes to write on `conn`, if any.
     pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Vec<u8>> {
+        self.boundary("poll_transmit", Some(conn), None, |s| {
+            match catch(|| s.poll_transmit_inner(conn)) {
+                Ok(b) => b,
+                Err(msg) => {
+                    let kind = s.kind(conn);
+                    s.conn_panicked(conn, kind, &msg);
+                    None
+                }
+            }
+        })
+    }
+
+    /// A key for links, as [`poll_key_request`](Self::poll_key_request) asked: `Err` when it
+    /// could not be made (logged; the oldest waiting link is refused).
+    pub fn add_link_key(&mut self, key: Result<TicketKey, crate::link::KeyError>) {
+        self.boundary("add_link_key", None, (), |s| {
+            s.keys_requested = s.keys_requested.saturating_sub(1);
+            match key {
+                Ok(k) if s.shared.cfg.fresh_key_per_link => s.keys.push_back(k),
+                Ok(k) => {
+                    if s.key.is_none() {
+                        s.key = Some(k);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    if let Some((conn, _)) = s.key_waiters.pop_front() {
+                        s.refuse_link(conn, LinkError::Error, &e.to_string());
+                    }
+                }
+            }
+            s.serve_key_waiters();
+            s.pump(s.now_ms);
+        })
+    }
+
+    /// A link key the server wants made, if any: run [`crate::link::KeyRequest::generate`]
+    /// off the event loop and give the result to [`add_link_key`](Self::add_link_key). Call it
+    /// after every other call until it returns `None`. At most two requests are outstanding;
+    /// the server keeps a few keys ready beyond the links waiting for one (never more than
+    /// `max_linking` of them).
+    pub fn poll_key_request(&mut self) -> Option<crate::link::KeyRequest> {
+        self.boundary("poll_key_request", None, None, |s| {
+            if s.rng_failed || s.keys_requested >= MAX_KEY_REQUESTS {
+                return None;
+            }
+            let wanted = if s.shared.cfg.fresh_key_per_link {
+                (s.key_waiters.len() + KEY_POOL_SPARE)
+                    .min(s.shared.cfg.budgets.max_linking + KEY_POOL_SPARE)
+            } else {
+                usize::from(s.key.is_none())
+            };
+            let have = if s.shared.cfg.fresh_key_per_link {
+                s.keys.len()
+            } else {
+                0
+            };
+            if have + s.keys_requested >= wanted {
+                return None;
+            }
+            s.keys_requested += 1;
+            let mut seed = [0u8; 32];
+            s.rng.fill_bytes(&mut seed);
+            Some(crate::link::KeyRequest::new(seed))
+        })
+    }
+
+    fn poll_transmit_inner(&mut self, conn: ConnId) -> Option<Vec<u8>> {
         let now_ms = self.now_ms;
         let c = self.conns.get_mut(&conn)?;
         if let Some(b) = c.out.pop_front() {
@@ -509,24 +690,31 @@ impl Server {
                         }
                         continue;
                     };
-                    let key = match self.link_key() {
-                        Ok(k) => k,
-                        Err(e) => {
-                            tracing::error!(%conn, "{e}");
-                            if let Some(State::Linking(link)) =
-                                self.conns.get_mut(&conn).map(|c| &mut c.state)
-                            {
-                                link.refuse(LinkError::Error, e.to_string());
-                            }
-                            continue;
-                        }
-                    };
-                    let now = self.now_ms;
-                    if let Some(State::Linking(link)) =
-                        self.conns.get_mut(&conn).map(|c| &mut c.state)
+                    let max_sessions = self.shared.cfg.budgets.max_sessions;
+                    if mess.channel_type == ChannelType::Main && self.sessions.len() >= max_sessions
                     {
-                        link.accept(caps, key, now);
+                        // Checked again when it authenticates; refusing here saves the key.
+                        tracing::warn!(%conn, "link refused: budget max_sessions ({max_sessions}) reached");
+                        if let Some(State::Linking(link)) =
+                            self.conns.get_mut(&conn).map(|c| &mut c.state)
+                        {
+                            link.refuse(LinkError::Error, "max_sessions");
+                        }
+                        continue;
                     }
+                    if self.rng_failed {
+                        tracing::error!(%conn, "link refused: no randomness for a link key");
+                        if let Some(State::Linking(link)) =
+                            self.conns.get_mut(&conn).map(|c| &mut c.state)
+                        {
+                            link.refuse(LinkError::Error, "no randomness");
+                        }
+                        continue;
+                    }
+                    // Wait for a key in arrival order; served now if one is ready.
+                    self.key_waiters.push_back((conn, caps));
+                    self.serve_key_waiters();
+                    return;
                 }
                 LinkEvent::Authenticated(linked) => self.linked(conn, linked),
                 LinkEvent::Failed { error, reason } => {
@@ -545,14 +733,53 @@ impl Server {
         }
     }
 
-    fn link_key(&mut self) -> Result<TicketKey, crate::link::KeyError> {
+    /// A key for the next link, if one is ready: a fresh one from the pool, or the server's
+    /// one key (without `fresh_key_per_link`).
+    fn take_link_key(&mut self) -> Option<TicketKey> {
         if self.shared.cfg.fresh_key_per_link {
-            return TicketKey::generate(&mut self.rng);
+            self.keys.pop_front()
+        } else {
+            self.key.clone()
         }
-        if self.key.is_none() {
-            self.key = Some(TicketKey::generate(&mut self.rng)?);
+    }
+
+    /// Give ready keys to the links waiting for one, oldest first, and run their link stage on.
+    fn serve_key_waiters(&mut self) {
+        while let Some(&(conn, _)) = self.key_waiters.front() {
+            let waiting = matches!(
+                self.conns.get(&conn).map(|c| &c.state),
+                Some(State::Linking(l)) if !l.is_done()
+            );
+            if !waiting {
+                self.key_waiters.pop_front();
+                continue;
+            }
+            let Some(key) = self.take_link_key() else {
+                return;
+            };
+            let Some((_, caps)) = self.key_waiters.pop_front() else {
+                return;
+            };
+            let now = self.now_ms;
+            let r = catch(|| {
+                if let Some(State::Linking(link)) = self.conns.get_mut(&conn).map(|c| &mut c.state)
+                {
+                    link.accept(caps, key, now);
+                }
+                self.drive_link(conn);
+            });
+            if let Err(msg) = r {
+                self.conn_panicked(conn, "link", &msg);
+            }
         }
-        Ok(self.key.clone().expect("set above"))
+    }
+
+    /// Refuse a link waiting for its key (`Request` answered with an error reply).
+    fn refuse_link(&mut self, conn: ConnId, error: LinkError, reason: &str) {
+        if let Some(State::Linking(link)) = self.conns.get_mut(&conn).map(|c| &mut c.state) {
+            link.refuse(error, reason.to_string());
+        }
+        self.drive_link(conn);
     }
 
     /// The capabilities of a channel this server has, or None.
@@ -608,9 +835,16 @@ impl Server {
     fn linked(&mut self, conn: ConnId, linked: Linked) {
         let now = self.now_ms;
         let ty = linked.mess.channel_type;
+        let b = &self.shared.cfg.budgets;
+        let (max_sessions, max_channels) = (b.max_sessions, b.max_channels_per_session);
         let session_id = if ty == ChannelType::Main {
             // A new client. (A non-zero id on main is a migration target; not supported, so a
             // new session as well.)
+            if self.sessions.len() >= max_sessions {
+                tracing::warn!(%conn, "link refused: budget max_sessions ({max_sessions}) reached");
+                self.finish_link(conn, LinkError::Error);
+                return;
+            }
             let mut id = 0;
             while id == 0 || self.sessions.contains_key(&id) {
                 id = self.rng.next_u32();
@@ -625,6 +859,12 @@ impl Server {
         } else {
             let id = linked.mess.connection_id;
             match self.sessions.get_mut(&id) {
+                Some(s) if s.channels.len() >= max_channels => {
+                    tracing::warn!(%conn, session = id,
+                        "link refused: budget max_channels_per_session ({max_channels}) reached");
+                    self.finish_link(conn, LinkError::Error);
+                    return;
+                }
                 Some(s) => {
                     s.channels.push(conn);
                     id
@@ -720,16 +960,76 @@ impl Server {
     /// A channel's client misbehaved: close that connection only (a main channel takes its
     /// session with it, as the reference disconnects the client).
     fn channel_failed(&mut self, conn: ConnId, e: ChannelError) {
-        let kind = self.conns.get(&conn).map_or("?", |c| match &c.state {
+        let kind = self.kind(conn);
+        tracing::warn!(%conn, channel = kind, "closing channel: {e}");
+        self.close_conn(conn);
+    }
+
+    /// What `conn` is, for log lines.
+    fn kind(&self, conn: ConnId) -> &'static str {
+        self.conns.get(&conn).map_or("?", |c| match &c.state {
             State::Main(_) => "main",
             State::Inputs(_) => "inputs",
             State::Display(_) => "display",
             State::Cursor(_) => "cursor",
             State::Linking(_) => "link",
             State::Closing => "closing",
-        });
-        tracing::warn!(%conn, channel = kind, "closing channel: {e}");
-        self.close_conn(conn);
+        })
+    }
+
+    /// Work for `conn` panicked: close it without writing more (its state may be half
+    /// updated). Closing must not panic again: a second panic leaves it closed regardless.
+    fn conn_panicked(&mut self, conn: ConnId, kind: &str, msg: &str) {
+        tracing::error!(%conn, channel = kind, "closing connection: panic in its handling: {msg}");
+        if catch(|| self.drop_conn_output(conn)).is_err() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.state = State::Closing;
+                c.out.clear();
+            }
+        }
+    }
+
+    /// The display device's servicing panicked: the device is dropped (its state cannot be
+    /// trusted) and the display and cursor channels that showed it are closed; inputs, main
+    /// and everything else keep running.
+    fn display_panicked(&mut self, msg: &str) {
+        tracing::error!("panic in the display device's servicing: {msg}; the display device is removed and its channels closed");
+        self.shared.display = crate::display::Display::new(
+            self.shared.cfg.image_compression,
+            self.shared.cfg.breakage == Some(Breakage::DropRelease),
+            self.shared.cfg.budgets.clone(),
+        );
+        let shown: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Display(_) | State::Cursor(_)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in shown {
+            self.conn_panicked(id, "display device", msg);
+        }
+    }
+
+    /// The panic boundary of a public method: run `f`; if it panics, log it, close `conn` (the
+    /// connection the call was about, if any) and return `fallback`.
+    fn boundary<R>(
+        &mut self,
+        what: &str,
+        conn: Option<ConnId>,
+        fallback: R,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        match catch(|| f(self)) {
+            Ok(r) => r,
+            Err(msg) => {
+                tracing::error!("panic in Server::{what}: {msg}");
+                if let Some(conn) = conn {
+                    let kind = self.kind(conn);
+                    self.conn_panicked(conn, kind, &msg);
+                }
+                fallback
+            }
+        }
     }
 
     /// Close `conn` without writing anything more (the peer is gone or stuck).
@@ -761,7 +1061,10 @@ impl Server {
     }
 
     fn remove_conn(&mut self, conn: ConnId) {
-        self.close_conn(conn);
+        self.key_waiters.retain(|&(c, _)| c != conn);
+        if let Err(msg) = catch(|| self.close_conn(conn)) {
+            tracing::error!(%conn, "panic while closing the connection: {msg}");
+        }
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(s) = c.session.and_then(|s| self.sessions.get_mut(&s)) {
                 s.channels.retain(|&x| x != conn);
@@ -787,6 +1090,7 @@ impl Server {
         conn: ConnId,
         f: impl FnOnce(&mut dyn ChannelImpl, &mut Shared) -> Result<R, ChannelError>,
     ) -> Option<Result<R, ChannelError>> {
+        let kind = self.kind(conn);
         let c = self.conns.get_mut(&conn)?;
         let ch: &mut dyn ChannelImpl = match &mut c.state {
             State::Main(ch) => ch,
@@ -795,8 +1099,25 @@ impl Server {
             State::Cursor(ch) => ch,
             State::Linking(_) | State::Closing => return None,
         };
-        Some(f(ch, &mut self.shared))
+        let shared = &mut self.shared;
+        match catch(|| f(ch, shared)) {
+            Ok(r) => Some(r),
+            Err(msg) => {
+                self.conn_panicked(conn, kind, &msg);
+                None
+            }
+        }
     }
+}
+
+/// Run `f`, turning a panic into `Err(its message)`. Callers decide what a panic closes.
+fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into())
+    })
 }
 
 /// What the server asks of each channel state machine.

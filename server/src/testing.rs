@@ -25,6 +25,14 @@ pub fn fixed_key() -> TicketKey {
     .clone()
 }
 
+/// Make every link key the server asks for, here and now (what the async shell does on its
+/// blocking pool): for sans-IO tests of servers with `fresh_key_per_link`.
+pub fn make_keys(server: &mut Server) {
+    while let Some(req) = server.poll_key_request() {
+        server.add_link_key(req.generate());
+    }
+}
+
 /// Everything the server has queued for `conn`, concatenated.
 pub fn drain(server: &mut Server, conn: ConnId) -> Vec<u8> {
     let mut v = Vec::new();
@@ -74,6 +82,7 @@ pub fn link_with_rest(
         caps: c,
     };
     server.handle_bytes(conn, &mess.to_bytes(), now_ms);
+    make_keys(server);
     let out = drain(server, conn);
     let h = LinkHeader::decode(&out).map_err(|e| e.to_string())?;
     let body = out

@@ -219,7 +219,7 @@ pub fn run(opts: &Options) -> Outcome {
         },
         name: Some("sim".into()),
         uuid: Some([7; 16]),
-        seed: world_rng.next_u64(),
+        seed: Some(world_rng.next_u64()),
         output_cap: opts.output_cap,
         fresh_key_per_link: false,
         breakage: opts.breakage,

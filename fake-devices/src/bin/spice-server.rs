@@ -110,7 +110,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> std::io::Result<()> {
-    let seed = match args.seed {
+    // The VM's UUID: from --seed when given, else random (the server seeds its own RNG from
+    // the OS when `Config::seed` is None).
+    let uuid_seed = match args.seed {
         Some(s) => s,
         None => {
             let mut b = [0u8; 8];
@@ -127,9 +129,9 @@ fn run(args: Args) -> std::io::Result<()> {
             None => Ticketing::Disabled,
         },
         name: Some(args.name),
-        uuid: Some(uuid_from_seed(seed)),
+        uuid: Some(uuid_from_seed(uuid_seed)),
         image_compression: args.image_compression,
-        seed,
+        seed: args.seed,
         ..Config::default()
     };
     let mut server = Server::new(cfg);
