@@ -326,14 +326,15 @@ mod tests {
     fn motion_counter_wraps_and_keeps_acking_every_fourth() {
         let mut m = u32::MAX - 5;
         let acks: Vec<bool> = (0..12).map(|_| count_motion(&mut m)).collect();
-        // u32::MAX - 4 ... u32::MAX, then 0 ...: the multiples of 4 are u32::MAX - 3 and 0, 4.
+        // u32::MAX - 4, u32::MAX - 3 (a multiple of 4), ..., u32::MAX, 0, ..., 6: acks on
+        // u32::MAX - 3, on 0 (the wrap) and on 4.
         let due: Vec<usize> = acks
             .iter()
             .enumerate()
             .filter(|(_, a)| **a)
             .map(|(i, _)| i)
             .collect();
-        assert_eq!(due, vec![2, 6, 10]);
+        assert_eq!(due, vec![1, 5, 9]);
         assert_eq!(m, 6);
     }
 }
