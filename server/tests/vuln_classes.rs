@@ -415,3 +415,90 @@ fn quic_and_lz_images_with_lying_sizes() {
         assert!(lz::decode_with(&l, &limits).is_err(), "lz {w}x{h}");
     }
 }
+
+/// The memslot class on the live display: a device that declares 8 slots in 1 group and then
+/// registers slot id 8 (equal to the count: the reference's off-by-one) and group 1. Both are
+/// refused with a log line; a drawable pointing into slot 8 is then rejected (its release id
+/// cannot even be read, so there is nothing to release).
+#[test]
+fn a_memslot_id_equal_to_the_number_of_slots_on_the_live_display() {
+    use spice_proto::qxl::PrimarySurface;
+    use spice_server::vdi::{GuestMemory, QxlCommandExt, QxlDevice, QxlEvent, QxlInitInfo};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    struct Dev {
+        ram: Ram,
+        cmd: Option<QxlCommandExt>,
+        started: bool,
+        released: Rc<Cell<u32>>,
+    }
+    impl QxlDevice for Dev {
+        fn init_info(&self) -> QxlInitInfo {
+            QxlInitInfo {
+                num_memslots_groups: 1,
+                num_memslots: 8,
+                memslot_gen_bits: 8,
+                memslot_id_bits: 8,
+                n_surfaces: 4,
+            }
+        }
+        fn memory(&self) -> &dyn GuestMemory {
+            &self.ram
+        }
+        fn run(&mut self, _: u64) -> Vec<QxlEvent> {
+            if std::mem::replace(&mut self.started, true) {
+                return vec![];
+            }
+            let mut other_group = self.ram.slot(1, GEN);
+            other_group.group_id = 1;
+            vec![
+                QxlEvent::AddMemSlot(self.ram.slot(8, GEN)),
+                QxlEvent::AddMemSlot(other_group),
+                QxlEvent::CreatePrimary(PrimarySurface {
+                    width: 64,
+                    height: 64,
+                    stride: 256,
+                    format: 32,
+                    mouse_mode: 0,
+                    mem: 0,
+                }),
+            ]
+        }
+        fn get_command(&mut self) -> Option<QxlCommandExt> {
+            self.cmd.take()
+        }
+        fn get_cursor_command(&mut self) -> Option<QxlCommandExt> {
+            None
+        }
+        fn release(&mut self, _: u64, _: u32) {
+            self.released.set(self.released.get() + 1);
+        }
+        fn next_wakeup(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    let mut ram = Ram::new(0x1_0000, 1 << 16);
+    let slots = MemSlots::new(8, 8);
+    let at = ram.put(&fill_drawable(0).to_bytes()).unwrap();
+    let released = Rc::new(Cell::new(0));
+    let mut s = server();
+    s.display().set_qxl(Box::new(Dev {
+        cmd: Some(QxlCommandExt {
+            cmd: draw_cmd(slots.encode(8, GEN, at)),
+            group_id: 0,
+            flags: 0,
+        }),
+        ram,
+        started: false,
+        released: released.clone(),
+    }));
+    for t in 1..5 {
+        s.handle_timeout(t * 20);
+    }
+    let stats = s.display().qxl_stats().unwrap();
+    // Two refused slots, and the drawable that points into one of them.
+    assert!(stats.rejected >= 3, "{stats:?}");
+    assert_eq!(released.get(), 0);
+}

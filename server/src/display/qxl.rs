@@ -69,6 +69,11 @@ pub struct QxlDisplay {
     canvas: Canvas,
     primary: Option<PrimarySurface>,
     n_surfaces: u32,
+    /// The memory slot groups and slots per group the device declared (`num_memslots_groups`,
+    /// `num_memslots`): a slot added outside them is refused (the reference's off-by-one
+    /// class: an id equal to the count must be refused too).
+    memslot_groups: u32,
+    memslots: u32,
     pub stats: QxlStats,
     /// The last few rejections, for logs.
     pub last_errors: Vec<String>,
@@ -89,6 +94,8 @@ impl QxlDisplay {
             }),
             primary: None,
             n_surfaces: info.n_surfaces.min(1024),
+            memslot_groups: info.num_memslots_groups,
+            memslots: info.num_memslots,
             stats: QxlStats::default(),
             last_errors: Vec::new(),
             drop_release: None,
@@ -222,7 +229,21 @@ impl QxlDisplay {
 
     fn event(&mut self, ev: QxlEvent, out: &mut Output) {
         match ev {
-            QxlEvent::AddMemSlot(s) => self.slots.add(s),
+            QxlEvent::AddMemSlot(s) => {
+                if s.group_id >= self.memslot_groups || s.slot_id >= self.memslots {
+                    self.reject(format!(
+                        "memslot {}:{} outside the device's {} groups of {} slots",
+                        s.group_id, s.slot_id, self.memslot_groups, self.memslots
+                    ));
+                } else if s.start > s.end {
+                    self.reject(format!(
+                        "memslot {}:{} ends before it starts",
+                        s.group_id, s.slot_id
+                    ));
+                } else {
+                    self.slots.add(s);
+                }
+            }
             QxlEvent::DelMemSlot { group_id, slot_id } => self.slots.remove(group_id, slot_id),
             QxlEvent::CreatePrimary(p) => {
                 // Only 32-bit primaries: the clients get 32_xRGB surfaces.
