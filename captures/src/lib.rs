@@ -14,6 +14,8 @@
 //! touches the network; captures are read whole into memory.
 
 pub mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod pcap;
 pub mod render;

@@ -4,6 +4,8 @@
 //! - [`input`]: keyboard, mouse and tablet that record every event into an [`input::EventLog`].
 //! - [`screen`]: a framebuffer display playing deterministic scenes.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod input;
 pub mod qxl;
 pub mod screen;

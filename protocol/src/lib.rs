@@ -24,6 +24,8 @@ pub mod caps;
 pub mod codec;
 pub mod display;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod link;
 pub mod messages;

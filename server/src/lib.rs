@@ -12,6 +12,8 @@
 pub mod budget;
 pub mod channel;
 pub mod display;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod net;
 pub mod qxl;

@@ -61,7 +61,13 @@ impl std::fmt::Debug for Ticketing {
 pub struct TicketKey {
     private: RsaPrivateKey,
     public_der: [u8; PUBKEY_BYTES],
+    /// Fuzz targets and tests only ([`TicketKey::memoized`]): tickets already decrypted, so
+    /// that linking the same clients again costs no RSA work. `None` for every real key.
+    memo: Option<std::sync::Arc<std::sync::Mutex<DecryptMemo>>>,
 }
+
+/// Ticket ciphertext to [`TicketKey::decrypt`]'s answer.
+type DecryptMemo = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Why a key could not be made (a bug or an exhausted RNG; logged, the link refused).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,6 +89,7 @@ impl TicketKey {
         Ok(TicketKey {
             private,
             public_der,
+            memo: None,
         })
     }
 
@@ -91,8 +98,33 @@ impl TicketKey {
         &self.public_der
     }
 
+    /// This key (and its clones) remembering the tickets it decrypted: for fuzz targets that
+    /// link the same clients for every input (the RSA work would dominate each run). Never for
+    /// a real server: it keeps every ticket it saw (up to 256).
+    #[doc(hidden)]
+    pub fn memoized(mut self) -> Self {
+        self.memo = Some(Default::default());
+        self
+    }
+
     /// Decrypt a client's ticket; the password without its NUL terminator.
     pub fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        let Some(memo) = &self.memo else {
+            return self.decrypt_now(ticket);
+        };
+        if let Some(known) = memo.lock().ok().and_then(|m| m.get(ticket).cloned()) {
+            return known;
+        }
+        let pw = self.decrypt_now(ticket);
+        if let Ok(mut m) = memo.lock() {
+            if m.len() < 256 {
+                m.insert(ticket.to_vec(), pw.clone());
+            }
+        }
+        pw
+    }
+
+    fn decrypt_now(&self, ticket: &[u8]) -> Option<Vec<u8>> {
         let mut pw = self
             .private
             .decrypt(Oaep::new::<sha1::Sha1>(), ticket)

@@ -1,11 +1,5 @@
 //! Arbitrary bytes as a capture file: reading frames and decoding their link, IP and TCP
 //! headers never panics.
+//! The body is `spice_captures::fuzzing::pcap_reader` (the regression tests run it too).
 #![no_main]
-
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = spice_captures::pcap::read_frames(data, |f| {
-        let _ = spice_captures::net::decode_frame(f.linktype, f.data);
-    });
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| spice_captures::fuzzing::pcap_reader(data));

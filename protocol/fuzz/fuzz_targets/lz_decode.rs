@@ -1,8 +1,4 @@
 //! The LZ decoder on arbitrary bytes.
+//! The body is `spice_proto::fuzzing::lz_decode` (the regression tests run it too).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use spice_proto::codec::lz;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = lz::decode(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| spice_proto::fuzzing::lz_decode(data));
