@@ -899,6 +899,24 @@ mod hostile {
         );
     }
 
+    /// Audit: an LZ4 image's descriptor size (guest-chosen) is multiplied without overflow.
+    #[test]
+    fn lz4_image_of_huge_descriptor_size_is_refused() {
+        let mut c = canvas(4, 4);
+        let img = Image {
+            id: 1,
+            flags: ImageFlags::EMPTY,
+            width: u32::MAX,
+            height: u32::MAX,
+            data: ImageData::Lz4(Bytes::from(vec![1, 8, 0, 0, 0, 0])),
+        };
+        let r = Rect::from_xywh(0, 0, 1, 1);
+        assert!(matches!(
+            c.apply(&copy(r.clone(), img, r)),
+            Err(CanvasError::Codec(_))
+        ));
+    }
+
     /// The pixels of a whole line (the reference stepping) inside a rectangle.
     fn reference_pixels(a: (i64, i64), b: (i64, i64), r: (i64, i64, i64, i64)) -> Vec<(i64, i64)> {
         let mut v = Vec::new();

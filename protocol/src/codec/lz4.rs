@@ -159,7 +159,7 @@ pub fn decode(data: &[u8], width: u32, height: u32, limits: &Limits) -> Result<P
         });
     }
     let row = format.row_bytes(width);
-    let total = row * height as u64;
+    let total = row.saturating_mul(height as u64);
     let possible = total <= (data.len() as u64).saturating_mul(MAX_RATIO);
     if width as u64 * height as u64 > limits.max_pixels || !possible {
         return Err(CodecError::TooLarge {
