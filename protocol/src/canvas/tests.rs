@@ -416,34 +416,13 @@ mod prop {
 /// or completes within the canvas's budgets.
 mod hostile {
     use super::*;
-    use arbitrary::{Arbitrary, Unstructured};
-
-    /// Exactly what `protocol/fuzz/fuzz_targets/canvas_apply.rs` does with its input.
-    fn run_canvas_apply_target(data: &[u8]) {
-        let mut c = Canvas::new(crate::codec::Limits {
-            max_pixels: 1 << 16,
-        });
-        let _ = c.apply(&DisplayServer::SurfaceCreate(SurfaceCreate {
-            surface_id: 0,
-            width: 64,
-            height: 48,
-            format: SurfaceFmt::Xrgb32,
-            flags: SurfaceFlags::PRIMARY,
-        }));
-        let mut u = Unstructured::new(data);
-        for _ in 0..32 {
-            let Ok(m) = DisplayServer::arbitrary(&mut u) else {
-                break;
-            };
-            let _ = c.apply(&m);
-        }
-    }
 
     /// Finding 9: the glyph box `mw * mh` overflowed (fuzz finding, kept as a regression).
     #[test]
     fn fuzz_regression_text_mul_overflow() {
         let data = include_bytes!("../../fuzz/regressions/canvas_apply/text-mul-overflow.bin");
-        run_canvas_apply_target(data);
+        // Exactly what protocol/fuzz/fuzz_targets/canvas_apply.rs does with its input.
+        crate::fuzzing::canvas_apply(data);
     }
 
     fn one_bit_mask(id: u64, flags: ImageFlags, w: u32, h: u32) -> Image {
