@@ -6,8 +6,10 @@
 //! 2. `cargo fmt --check`.
 //! 3. `cargo clippy` on every target, warnings denied.
 //! 4. `cargo test` on the whole workspace.
-//! 5. The fuzz targets compile (`cargo check` of each fuzz crate; running them needs nightly and
-//!    cargo-fuzz: `cargo fuzz run TARGET` inside protocol/ or captures/).
+//! 5. Every fuzz target runs 10 s on its seeds (committed and derived from the captures and the
+//!    QXL scenes; `cargo xtask fuzz --all --seconds 10 --seeds-only`, two at a time, each fuzz
+//!    crate built once, on stable, installing cargo-fuzz if missing). A crash fails CI, naming
+//!    the target and the input; `cargo xtask fuzz --triage INPUT` makes it a regression test.
 //!
 //! `.ci/run` calls exactly this command; nothing here may hide a failure.
 
@@ -23,6 +25,9 @@ pub struct Args {
     /// Skip clippy (quicker local runs; CI never skips it).
     #[arg(long)]
     pub no_clippy: bool,
+    /// Skip the fuzz stage (quicker local runs; CI never skips it).
+    #[arg(long)]
+    pub no_fuzz: bool,
 }
 
 /// How to tell a Debian package is installed.
@@ -62,8 +67,56 @@ fn present(p: &Probe) -> bool {
     }
 }
 
-/// The fuzz crates, excluded from the workspace (they need their own profile for cargo-fuzz).
-const FUZZ_CRATES: &[&str] = &["protocol/fuzz", "captures/fuzz", "server/fuzz"];
+/// Every fuzz target on its seeds for this long.
+const FUZZ_SECONDS: u64 = 10;
+
+/// Run every fuzz target [`FUZZ_SECONDS`] on its seeds; an error naming each crash.
+fn fuzz_stage() -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let args = crate::fuzz::Args {
+        targets: Vec::new(),
+        all: true,
+        minutes: None,
+        seconds: Some(FUZZ_SECONDS),
+        runs: None,
+        list: false,
+        triage: false,
+        artifacts: Vec::new(),
+        corpus_dir: None,
+        jobs: Some(2),
+        seeds_only: true,
+        refresh_seeds: false,
+    };
+    let targets = crate::fuzz::all_targets()?;
+    let outcomes =
+        crate::fuzz::campaign(&targets, crate::fuzz::Limit::Seconds(FUZZ_SECONDS), &args)?;
+    println!(
+        "fuzz: {} targets, {} s each, stage took {:.0} s",
+        outcomes.len(),
+        FUZZ_SECONDS,
+        t0.elapsed().as_secs_f64()
+    );
+    let crashed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.crashes.is_empty() || o.failed)
+        .map(|o| {
+            format!(
+                "{} ({}; input {})",
+                o.target,
+                o.reason.as_deref().unwrap_or("fuzzer failed"),
+                o.crashes
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    if !crashed.is_empty() {
+        anyhow::bail!("fuzz targets crashed: {}", crashed.join("; "));
+    }
+    Ok(())
+}
 
 pub fn run_ci(a: &Args) -> anyhow::Result<()> {
     let root = root();
@@ -89,18 +142,8 @@ pub fn run_ci(a: &Args) -> anyhow::Result<()> {
         "--workspace",
         "--no-fail-fast",
     ]))?;
-    for krate in FUZZ_CRATES {
-        let manifest = root.join(krate).join("Cargo.toml");
-        if manifest.exists() {
-            sh(Command::new(&cargo)
-                .current_dir(&root)
-                .arg("check")
-                .arg("--quiet")
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .arg("--target-dir")
-                .arg(root.join("target").join("fuzz-check")))?;
-        }
+    if !a.no_fuzz {
+        fuzz_stage()?;
     }
     // The closing line CI reads: every test binary's counts added up.
     println!(

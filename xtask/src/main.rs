@@ -7,6 +7,7 @@ mod bench;
 mod capture;
 mod ci;
 mod conformance;
+mod fuzz;
 mod render;
 mod sim;
 mod transcript;
@@ -37,6 +38,8 @@ enum Cmd {
     Sim(sim::Args),
     /// Run the benchmarks and print their tables (codecs, sim).
     Bench(bench::Args),
+    /// Fuzz: build the fuzz crates on stable, seed, run targets, triage crashes.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Render(a) => render::run(a),
         Cmd::Sim(a) => sim::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Fuzz(a) => fuzz::run(a),
     };
     match res {
         Ok(code) => code,
