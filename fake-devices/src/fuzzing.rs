@@ -22,9 +22,10 @@ use spice_proto::messages::base::{BaseClient, BaseServer};
 use spice_proto::messages::display::DisplayInit;
 use spice_proto::messages::{ChannelType, DisplayClient, Message};
 use spice_proto::qxl::{self, *};
-use spice_server::link::{TicketKey, Ticketing};
+use spice_server::fuzzing::{key, link};
+use spice_server::link::Ticketing;
 use spice_server::qxl::MemSlots;
-use spice_server::testing::{drain, fixed_key, link_with_rest, Linked, Ram};
+use spice_server::testing::{drain, Linked, Ram};
 use spice_server::vdi::{GuestMemory, QxlCommandExt, QxlDevice, QxlEvent, QxlInitInfo};
 use spice_server::{Config, ImageCompression, Server};
 
@@ -864,19 +865,12 @@ impl Reader {
     }
 }
 
-/// The fixed test key, remembering the tickets it decrypted (the clients linked for every input
-/// send the same tickets).
-fn key() -> TicketKey {
-    static KEY: std::sync::OnceLock<TicketKey> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| fixed_key().memoized()).clone()
-}
-
 /// A client's display and cursor channels.
 fn client(s: &mut Server) -> Option<(Reader, Reader)> {
-    let (_, sid, _) = link_with_rest(s, ChannelType::Main, 0, "", 0).ok()?;
+    let (_, sid, _) = link(s, ChannelType::Main, 0)?;
     let sid = sid?;
-    let (d, _, d_rest) = link_with_rest(s, ChannelType::Display, sid, "", 0).ok()?;
-    let (c, _, c_rest) = link_with_rest(s, ChannelType::Cursor, sid, "", 0).ok()?;
+    let (d, _, d_rest) = link(s, ChannelType::Display, sid)?;
+    let (c, _, c_rest) = link(s, ChannelType::Cursor, sid)?;
     let display = Reader::new(d, &d_rest);
     display.send(
         s,
