@@ -240,11 +240,20 @@ enum State {
 /// vanishes mid-handshake must not hold a connection forever).
 pub const LINK_TIMEOUT_MS: u64 = 30_000;
 
-/// Fresh keys kept ready beyond the links waiting for one.
-const KEY_POOL_SPARE: usize = 2;
+/// Fresh keys kept ready beyond the links waiting for one: enough for a client's usual burst
+/// of channel links (main, display, inputs, cursor, audio, USB) without waiting.
+const KEY_POOL_SPARE: usize = 8;
 /// Key requests handed out and not yet answered, at most (the embedder's workers compete with
 /// its event loop for CPU).
 const MAX_KEY_REQUESTS: usize = 2;
+
+/// A link waiting for its key.
+struct KeyWaiter {
+    conn: ConnId,
+    caps: Caps,
+    /// It links a channel of a session that exists.
+    known_session: bool,
+}
 
 struct Conn {
     state: State,
@@ -266,8 +275,10 @@ pub struct Server {
     keys: VecDeque<TicketKey>,
     /// Key requests handed out by `poll_key_request` and not yet answered.
     keys_requested: usize,
-    /// Links waiting for a key, in arrival order, with the capabilities to offer.
-    key_waiters: VecDeque<(ConnId, Caps)>,
+    /// Links waiting for a key, with the capabilities to offer: the channels of existing
+    /// sessions first (a storm of new links cannot name one: session ids are random), then in
+    /// arrival order.
+    key_waiters: VecDeque<KeyWaiter>,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
     sessions: BTreeMap<u32, Session>,
@@ -587,8 +598,8 @@ impl Server {
                 }
                 Err(e) => {
                     tracing::error!("{e}");
-                    if let Some((conn, _)) = s.key_waiters.pop_front() {
-                        s.refuse_link(conn, LinkError::Error, &e.to_string());
+                    if let Some(w) = s.key_waiters.pop_front() {
+                        s.refuse_link(w.conn, LinkError::Error, &e.to_string());
                     }
                 }
             }
@@ -711,8 +722,25 @@ impl Server {
                         }
                         continue;
                     }
-                    // Wait for a key in arrival order; served now if one is ready.
-                    self.key_waiters.push_back((conn, caps));
+                    // Wait for a key (served now if one is ready).
+                    let known_session = mess.channel_type != ChannelType::Main
+                        && self.sessions.contains_key(&mess.connection_id);
+                    let at = if known_session {
+                        self.key_waiters
+                            .iter()
+                            .position(|w| !w.known_session)
+                            .unwrap_or(self.key_waiters.len())
+                    } else {
+                        self.key_waiters.len()
+                    };
+                    self.key_waiters.insert(
+                        at,
+                        KeyWaiter {
+                            conn,
+                            caps,
+                            known_session,
+                        },
+                    );
                     self.serve_key_waiters();
                     return;
                 }
@@ -745,7 +773,7 @@ impl Server {
 
     /// Give ready keys to the links waiting for one, oldest first, and run their link stage on.
     fn serve_key_waiters(&mut self) {
-        while let Some(&(conn, _)) = self.key_waiters.front() {
+        while let Some(conn) = self.key_waiters.front().map(|w| w.conn) {
             let waiting = matches!(
                 self.conns.get(&conn).map(|c| &c.state),
                 Some(State::Linking(l)) if !l.is_done()
@@ -757,7 +785,7 @@ impl Server {
             let Some(key) = self.take_link_key() else {
                 return;
             };
-            let Some((_, caps)) = self.key_waiters.pop_front() else {
+            let Some(KeyWaiter { caps, .. }) = self.key_waiters.pop_front() else {
                 return;
             };
             let now = self.now_ms;
@@ -1061,7 +1089,7 @@ impl Server {
     }
 
     fn remove_conn(&mut self, conn: ConnId) {
-        self.key_waiters.retain(|&(c, _)| c != conn);
+        self.key_waiters.retain(|w| w.conn != conn);
         if let Err(msg) = catch(|| self.close_conn(conn)) {
             tracing::error!(%conn, "panic while closing the connection: {msg}");
         }

@@ -279,6 +279,41 @@ fn a_link_waits_for_its_key_without_holding_up_other_connections() {
     assert!(s.is_finished(d));
 }
 
+#[test]
+fn a_known_sessions_channel_gets_its_key_before_a_storm_of_new_links() {
+    let mut s = Server::new(Config {
+        seed: Some(11),
+        ..Config::default()
+    });
+    let (_main, sid) = link(&mut s, ChannelType::Main, 0, "", 0).unwrap();
+    let sid = sid.unwrap();
+    // New links take the ready keys, and the last ones wait.
+    let storm: Vec<_> = (0..12)
+        .map(|_| {
+            let c = s.connect(0);
+            s.handle_bytes(c, &link_mess(ChannelType::Main, 0), 0);
+            c
+        })
+        .collect();
+    let waiting: Vec<_> = storm
+        .iter()
+        .copied()
+        .filter(|&c| drain(&mut s, c).is_empty())
+        .collect();
+    assert!(!waiting.is_empty());
+    // The client's inputs channel arrives last but is served first.
+    let inputs = s.connect(0);
+    s.handle_bytes(inputs, &link_mess(ChannelType::Inputs, sid), 0);
+    assert!(drain(&mut s, inputs).is_empty());
+    let req = s.poll_key_request().unwrap();
+    s.add_link_key(req.generate());
+    assert!(
+        !drain(&mut s, inputs).is_empty(),
+        "the known session's link got the key"
+    );
+    assert!(waiting.iter().all(|&c| drain(&mut s, c).is_empty()));
+}
+
 fn link_mess(channel: ChannelType, connection_id: u32) -> Vec<u8> {
     use spice_proto::caps::{self, Caps};
     let mut c = Caps::default();
