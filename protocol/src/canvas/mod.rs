@@ -1032,10 +1032,26 @@ impl Canvas {
         let src_filter = (f >> 8) & 7;
         let src_repeat = (f >> 14) & 3;
         let mask_repeat = (f >> 16) & 3;
-        let src = self.source(c.src_bitmap.as_deref())?;
+        let (bx, by) = (d.base.bbox.left as i64, d.base.bbox.top as i64);
+        let so = (c.src_origin.x as i64, c.src_origin.y as i64);
+        let mo = (c.mask_origin.x as i64, c.mask_origin.y as i64);
+        let src_img = c.src_bitmap.as_deref().ok_or(CanvasError::NoSource)?;
+        let (src, sso) = self.composite_operand(
+            src_img,
+            c.src_transform.as_ref(),
+            src_repeat,
+            (so.0 - bx, so.1 - by),
+            &reg,
+        )?;
         let src_opaque = c.flags.contains(CompositeFlags::SOURCE_OPAQUE) || !src.alpha;
         let mask = match &c.mask_bitmap {
-            Some(Some(m)) => Some(self.source(Some(m))?),
+            Some(Some(m)) => Some(self.composite_operand(
+                m,
+                c.mask_transform.as_ref(),
+                mask_repeat,
+                (mo.0 - bx, mo.1 - by),
+                &reg,
+            )?),
             _ => None,
         };
         let dest_alpha = !c.flags.contains(CompositeFlags::DEST_OPAQUE)
@@ -1043,10 +1059,9 @@ impl Canvas {
         if porter_duff(op, 0, 0).is_none() {
             return Err(CanvasError::Unsupported("composite operator"));
         }
-        let (bx, by) = (d.base.bbox.left as i64, d.base.bbox.top as i64);
-        let so = (c.src_origin.x as i64, c.src_origin.y as i64);
-        let mo = (c.mask_origin.x as i64, c.mask_origin.y as i64);
         let _ = src_filter;
+        // Operand coordinates, less where a partly copied surface starts.
+        let so = (so.0 - sso.0, so.1 - sso.1);
         self.fill_with(sid, &reg, |x, y, dst| {
             let (i, j) = (x - bx, y - by);
             let s = fetch(
@@ -1058,12 +1073,12 @@ impl Canvas {
             )
             .map_or(0, |p| if src_opaque { p | 0xff00_0000 } else { p });
             let s = match &mask {
-                Some(m) => {
+                Some((m, mso)) => {
                     let mp = fetch(
                         m,
                         c.mask_transform.as_ref(),
-                        mo.0 + i,
-                        mo.1 + j,
+                        mo.0 - mso.0 + i,
+                        mo.1 - mso.1 + j,
                         mask_repeat,
                     )
                     .unwrap_or(0);
@@ -1076,6 +1091,34 @@ impl Canvas {
             porter_duff(op, s, dd).unwrap_or(dst)
         });
         Ok(())
+    }
+
+    /// A composite operand and where its raster starts in operand coordinates. A surface read
+    /// without a transform or repeat is copied only where the draw's region reads it
+    /// (operand pixel = destination pixel + `shift`); otherwise the whole operand.
+    fn composite_operand(
+        &mut self,
+        img: &Image,
+        t: Option<&Transform>,
+        repeat: u32,
+        shift: (i64, i64),
+        reg: &Region,
+    ) -> Result<(Rc<Raster>, (i64, i64)), CanvasError> {
+        let (ImageData::Surface(id), None, 0) = (&img.data, t, repeat) else {
+            return Ok((self.source(Some(img))?, (0, 0)));
+        };
+        let r = &self
+            .surfaces
+            .get(id)
+            .ok_or(CanvasError::UnknownSurface(*id))?
+            .raster;
+        let (x0, y0) = (reg.x + shift.0, reg.y + shift.1);
+        let (l, t) = (x0.max(0), y0.max(0));
+        let rr = (x0 + reg.w as i64).min(r.width as i64);
+        let b = (y0 + reg.h as i64).min(r.height as i64);
+        let (w, h) = ((rr - l).max(0), (b - t).max(0));
+        self.work.spend((w * h) as u64, "surface source copy")?;
+        Ok((Rc::new(r.sub(l, t, w as u32, h as u32)), (l, t)))
     }
 
     fn stream_create(&mut self, s: &StreamCreate) -> Result<(), CanvasError> {

@@ -850,13 +850,14 @@ mod hostile {
             flags: SurfaceFlags::EMPTY,
         }))
         .unwrap();
-        let src = Image {
+        let src_surface = || Image {
             id: 1,
             flags: ImageFlags::EMPTY,
             width: 1024,
             height: 1024,
             data: ImageData::Surface(1),
         };
+        let src = src_surface();
         c.apply(&copy(
             Rect::from_xywh(10, 10, 2, 2),
             src.clone(),
@@ -876,6 +877,26 @@ mod hostile {
             "work {}",
             c.stats.last_work
         );
+        // A composite from the surface, untransformed: the 2x2 it reads.
+        let mut m = composite(
+            Rect::from_xywh(10, 10, 2, 2),
+            src_surface(),
+            Transform {
+                t00: 1 << 16,
+                t01: 0,
+                t02: 0,
+                t10: 0,
+                t11: 1 << 16,
+                t12: 0,
+            },
+        );
+        if let D::DrawComposite(d) = &mut m {
+            d.data.src_transform = None;
+            d.data.flags = CompositeFlags(3);
+            d.data.src_origin = crate::types::Point16 { x: 500, y: 500 };
+        }
+        c.apply(&m).unwrap();
+        assert_eq!(c.stats.last_work, 8, "the region and the 2x2 it reads");
     }
 
     /// Audit: an LZ4 image's descriptor size (guest-chosen) is multiplied without overflow.
@@ -1002,6 +1023,62 @@ mod hostile {
                         }
                     }
                     m
+                };
+                let mut a = canvas(20, 20);
+                a.apply(&D::SurfaceCreate(SurfaceCreate {
+                    surface_id: 1,
+                    width: 20,
+                    height: 20,
+                    format: SurfaceFmt::Xrgb32,
+                    flags: SurfaceFlags::EMPTY,
+                }))
+                .unwrap();
+                let mut to_1 = copy(full.clone(), img(), full.clone());
+                if let D::DrawCopy(d) = &mut to_1 {
+                    d.base.surface_id = 1;
+                }
+                a.apply(&to_1).unwrap();
+                let from_surface = Image {
+                    id: 2,
+                    flags: ImageFlags::EMPTY,
+                    width: 20,
+                    height: 20,
+                    data: ImageData::Surface(1),
+                };
+                let ra = a.apply(&draw(from_surface));
+                let mut b = canvas(20, 20);
+                let rb = b.apply(&draw(img()));
+                prop_assert_eq!(ra.is_ok(), rb.is_ok());
+                prop_assert_eq!(&a.primary().unwrap().raster.px, &b.primary().unwrap().raster.px);
+            }
+
+            /// Composite operands from a surface, copied only where the draw reads them,
+            /// compose exactly as the same pixels given as images.
+            #[test]
+            fn composite_surface_operands_compose_as_images(
+                pixels in proptest::collection::vec(any::<u32>(), 20 * 20),
+                ox in -24i16..24, oy in -24i16..24, mx in -24i16..24, my in -24i16..24,
+                dx in -4i32..24, dy in -4i32..24, dw in 0i32..24, dh in 0i32..24,
+                op in prop_oneof![Just(1u32), Just(3u32)],
+                repeat in 0u32..4,
+                with_mask in any::<bool>(),
+            ) {
+                let pixels: Vec<u32> = pixels.into_iter().map(|p| p & 0x00ff_ffff).collect();
+                let img = || bitmap_image(1, 20, 20, &pixels, ImageFlags::EMPTY);
+                let full = Rect::from_xywh(0, 0, 20, 20);
+                let draw = |src: Image| {
+                    D::DrawComposite(Draw {
+                        base: base(Rect::from_xywh(dx, dy, dw, dh)),
+                        data: Composite {
+                            flags: CompositeFlags(op | (repeat << 14)),
+                            src_bitmap: Some(Box::new(src.clone())),
+                            mask_bitmap: with_mask.then(|| Some(Box::new(src))),
+                            src_transform: None,
+                            mask_transform: None,
+                            src_origin: crate::types::Point16 { x: ox, y: oy },
+                            mask_origin: crate::types::Point16 { x: mx, y: my },
+                        },
+                    })
                 };
                 let mut a = canvas(20, 20);
                 a.apply(&D::SurfaceCreate(SurfaceCreate {
