@@ -44,6 +44,12 @@ pub struct Budgets {
     /// past it the oldest is evicted (`inval_list`), so tiny cached images from a guest cannot
     /// grow our mirror of the cache without bound.
     pub pixmap_cache_entries: usize,
+    /// What the server's own canvas (the copy of the guest's surfaces every drawable is run
+    /// on) may spend: surface and image pixels, work per drawable (bounded by the pixels it
+    /// touches, whatever its path, clip or glyph counts), clip rectangles, path points, and the
+    /// pixmap and palette caches by entries and bytes. A drawable over one is rejected (and
+    /// released) with the canvas's `Budget` error naming it.
+    pub canvas: spice_proto::canvas::CanvasLimits,
     // Clients and connections.
     /// Connections held in any state (link stage, channels, closing). A new connection past
     /// this is closed at once. The async shell also stops accepting while it is reached.
@@ -71,6 +77,10 @@ impl Default for Budgets {
             display_pending_bytes: 16 << 20,
             glz_window_pixels: 1 << 22,
             pixmap_cache_entries: 16_384,
+            // 16 Mi pixels: a 4K screen and then some.
+            canvas: spice_proto::canvas::CanvasLimits::from_codec(spice_proto::codec::Limits {
+                max_pixels: 16 << 20,
+            }),
             max_connections: 512,
             max_linking: 64,
             max_sessions: 16,

@@ -118,7 +118,7 @@ impl Display {
 
     /// Attach a QXL display device (`spice_server_add_interface` of a `QXLInterface`).
     pub fn set_qxl(&mut self, dev: Box<dyn QxlDevice>) {
-        let mut q = QxlDisplay::new(dev);
+        let mut q = QxlDisplay::new(dev, self.budgets.canvas);
         if self.drop_release {
             q.drop_release = Some(10);
         }

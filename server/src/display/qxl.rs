@@ -23,7 +23,6 @@
 use std::rc::Rc;
 
 use spice_proto::canvas::Canvas;
-use spice_proto::codec::Limits;
 use spice_proto::display::{
     BitmapData, BitmapFlags, BitmapFmt, BitmapPalette, Image, ImageData, ImageFlags, SurfaceFlags,
     SurfaceFmt,
@@ -67,6 +66,7 @@ pub struct QxlDisplay {
     device: Box<dyn QxlDevice>,
     slots: MemSlots,
     canvas: Canvas,
+    canvas_limits: spice_proto::canvas::CanvasLimits,
     primary: Option<PrimarySurface>,
     n_surfaces: u32,
     /// The memory slot groups and slots per group the device declared (`num_memslots_groups`,
@@ -84,14 +84,17 @@ pub struct QxlDisplay {
 }
 
 impl QxlDisplay {
-    pub fn new(device: Box<dyn QxlDevice>) -> QxlDisplay {
+    /// The device, with the server's canvas held to `canvas` ([`crate::Budgets::canvas`]).
+    pub fn new(
+        device: Box<dyn QxlDevice>,
+        canvas: spice_proto::canvas::CanvasLimits,
+    ) -> QxlDisplay {
         let info = device.init_info();
         QxlDisplay {
             slots: MemSlots::new(info.memslot_id_bits, info.memslot_gen_bits),
             device,
-            canvas: Canvas::new(Limits {
-                max_pixels: 16 << 20,
-            }),
+            canvas: Canvas::with_limits(canvas),
+            canvas_limits: canvas,
             primary: None,
             n_surfaces: info.n_surfaces.min(1024),
             memslot_groups: info.num_memslots_groups,
@@ -297,9 +300,7 @@ impl QxlDisplay {
             }
             QxlEvent::Reset => {
                 self.slots.clear();
-                self.canvas = Canvas::new(Limits {
-                    max_pixels: 16 << 20,
-                });
+                self.canvas = Canvas::with_limits(self.canvas_limits);
                 self.primary = None;
                 out.primary_changed = true;
             }
