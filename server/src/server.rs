@@ -645,24 +645,20 @@ impl Server {
         if let Some(b) = c.out.pop_front() {
             return Some(b);
         }
-        let b = match &mut c.state {
-            State::Linking(l) => l.poll_transmit(),
-            State::Main(ch) => ch.core_mut().poll_transmit(),
-            State::Inputs(ch) => ch.core_mut().poll_transmit(),
-            State::Cursor(ch) => ch.core_mut().poll_transmit(),
-            State::Display(ch) => {
-                let b = ch.core_mut().poll_transmit();
-                if b.is_none() {
-                    // Room again: let the display channel encode more.
-                    ch.pump(&mut self.shared, now_ms);
-                    ch.core_mut().poll_transmit()
-                } else {
-                    b
-                }
+        if let State::Linking(l) = &mut c.state {
+            return l.poll_transmit();
+        }
+        self.with_channel(conn, |ch, shared| {
+            if let Some(b) = ch.core_mut().poll_transmit() {
+                return Ok(Some(b));
             }
-            State::Closing => None,
-        };
-        b
+            // Room again: let the channel produce what waited for it (display frames, a
+            // cursor shape, motion acks, the channel list, a mouse mode change).
+            ch.pump(shared, now_ms);
+            Ok(ch.core_mut().poll_transmit())
+        })
+        .and_then(Result::ok)
+        .flatten()
     }
 
     /// Whether the server is done with `conn`: the shell closes it once
