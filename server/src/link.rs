@@ -404,7 +404,9 @@ impl ServerLink {
                     Reply::ResultCode,
                 );
             }
-            if pw != password.as_bytes() {
+            // Constant time (for equal lengths): the comparison must not tell a client how
+            // many leading bytes it guessed right.
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(&pw[..], password.as_bytes())) {
                 return self.fail(
                     LinkError::PermissionDenied,
                     "invalid password",

@@ -337,8 +337,22 @@ impl Server {
     }
 
     /// Change the password (or disable ticketing) for links that start from now on.
+    /// `expires_at_ms` is on the server's clock (the `now_ms` passed to every call); to give a
+    /// lifetime instead, as `spice_server_set_ticket` does, use
+    /// [`set_ticket`](Self::set_ticket).
     pub fn set_ticketing(&mut self, t: Ticketing) {
         self.shared.cfg.ticketing = t;
+    }
+
+    /// `spice_server_set_ticket`: set the password, valid for `lifetime_ms` from the server's
+    /// current time (`None`: no expiry). The expiry is computed on the server's own clock, so
+    /// it holds whatever epoch the embedder's `now_ms` counts from.
+    pub fn set_ticket(&mut self, password: &str, lifetime_ms: Option<u64>) {
+        let now = self.now_ms;
+        self.shared.cfg.ticketing = Ticketing::Password {
+            password: password.to_owned(),
+            expires_at_ms: lifetime_ms.map(|l| now.saturating_add(l)),
+        };
     }
 
     pub fn set_keyboard(&mut self, k: Box<dyn Keyboard>) {

@@ -502,3 +502,19 @@ fn a_memslot_id_equal_to_the_number_of_slots_on_the_live_display() {
     assert!(stats.rejected >= 3, "{stats:?}");
     assert_eq!(released.get(), 0);
 }
+
+/// Review minor: an expiry given as an absolute time on another clock never expired. A
+/// lifetime (`spice_server_set_ticket`'s) is turned into an expiry on the server's own clock:
+/// an embedder whose clock is far from zero gets a ticket that expires when it should.
+#[test]
+fn a_ticket_lifetime_expires_on_the_servers_clock() {
+    let epoch = 1_700_000_000_000u64; // the embedder passes wall-clock milliseconds
+    let mut s = server();
+    s.handle_timeout(epoch);
+    s.set_ticket("secret", Some(60_000));
+    assert!(link(&mut s, ChannelType::Main, 0, "wrong!", epoch + 1).is_err());
+    assert!(link(&mut s, ChannelType::Main, 0, "secret", epoch + 59_000).is_ok());
+    assert!(link(&mut s, ChannelType::Main, 0, "secret", epoch + 61_000).is_err());
+    s.set_ticket("secret", None);
+    assert!(link(&mut s, ChannelType::Main, 0, "secret", epoch + 10_000_000).is_ok());
+}
