@@ -141,8 +141,10 @@ impl std::fmt::Display for Target {
     }
 }
 
-fn build_dir(krate: &str) -> PathBuf {
-    target_dir().join("fuzz").join(krate)
+/// One target dir for the three fuzz crates: what they share (spice-proto, spice-server, ...)
+/// is compiled once. (Target names are unique across the crates.)
+fn build_dir(_krate: &str) -> PathBuf {
+    target_dir().join("fuzz")
 }
 
 fn host_triple() -> &'static str {
@@ -175,6 +177,10 @@ pub fn all_targets() -> anyhow::Result<Vec<Target>> {
                 }
             }
         }
+    }
+    let names: BTreeSet<&str> = v.iter().map(|t| t.name.as_str()).collect();
+    if names.len() != v.len() {
+        bail!("two fuzz crates have a target of the same name (they share one build folder)");
     }
     Ok(v)
 }
