@@ -677,7 +677,10 @@ fn refresh_seeds(targets: &[Target]) -> anyhow::Result<()> {
         v.sort_by_key(|(h, d)| (d.len(), (*h).clone()));
         let (mut total, mut count) = (0, 0);
         for (h, data) in v {
-            if count >= 8 || total + data.len() > 4096 {
+            // A few KiB per target; at least the smallest seed when it is not too big.
+            let room =
+                count < 8 && total + data.len() <= 4096 || count == 0 && data.len() <= 16 << 10;
+            if !room {
                 continue;
             }
             std::fs::write(d.join(h), data)?;
@@ -693,6 +696,7 @@ fn compute_seeds() -> anyhow::Result<Seeds> {
     let mut seeds = Seeds::new();
     corpus_seeds(&mut seeds)?;
     scene_seeds(&mut seeds);
+    synthetic_seeds(&mut seeds);
     Ok(seeds)
 }
 
@@ -716,6 +720,7 @@ fn corpus_seeds(seeds: &mut Seeds) -> anyhow::Result<()> {
             "pcap_reader",
             raw[..raw.len().min(32 << 10)].to_vec(),
         );
+        add(seeds, "pcap_reader", raw[..raw.len().min(2 << 10)].to_vec());
         let t = match spice_captures::parse(&raw) {
             Ok(t) => t,
             Err(e) => {
@@ -869,6 +874,32 @@ fn corpus_seeds(seeds: &mut Seeds) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seeds the corpus has no material for: agent messages (the captures carry none).
+fn synthetic_seeds(seeds: &mut Seeds) {
+    use spice_proto::agent::{
+        AgentBody, MonConfig, Monitors, MonitorsConfig, MonitorsConfigFlags, VdAgentMessage,
+    };
+    let mon = |w, h| MonConfig {
+        height: h,
+        width: w,
+        depth: 32,
+        x: 0,
+        y: 0,
+    };
+    let body = AgentBody::MonitorsConfig(MonitorsConfig {
+        flags: MonitorsConfigFlags::EMPTY,
+        monitors: Monitors::Plain(vec![mon(800, 600), mon(1024, 768)]),
+    });
+    let pieces: Vec<Vec<Field>> = VdAgentMessage::from_body(&body)
+        .to_agent_data()
+        .into_iter()
+        .map(|p| vec![Field::Slice(p)])
+        .collect();
+    let mut f = vec![Field::Fixed(vec![1, 1])];
+    f.extend(take_rest_vec(pieces));
+    add(seeds, "agent", layout(&f));
+}
+
 /// Images in a display message body, found by their descriptors, as decoder seeds.
 fn images(seeds: &mut Seeds, b: &[u8]) {
     let u32_at =
@@ -907,6 +938,20 @@ fn images(seeds: &mut Seeds, b: &[u8]) {
             105 => data(i + 22, size)
                 .filter(|d| d.starts_with(&[0xff, 0xd8]))
                 .map(|d| add(seeds, "jpeg_decode", d.to_vec())),
+            // JPEG_ALPHA: flags, jpeg_size, then the data (the JPEG, then the alpha as LZ):
+            // the target's own layout, and the JPEG alone.
+            108 => match (b.get(i + 18), u32_at(i + 19), u32_at(i + 23)) {
+                (Some(&flags), Some(jpeg_size), Some(len)) => data(i + 27, len)
+                    .filter(|d| d.starts_with(&[0xff, 0xd8]) && jpeg_size as usize <= d.len())
+                    .map(|d| {
+                        add(seeds, "jpeg_decode", d[..jpeg_size as usize].to_vec());
+                        let mut v = vec![flags];
+                        v.extend(jpeg_size.to_le_bytes());
+                        v.extend_from_slice(d);
+                        add(seeds, "jpeg_decode", v)
+                    }),
+                _ => None,
+            },
             107 => u32_at(i + 22).and_then(|zsize| {
                 data(i + 26, zsize)
                     .filter(|d| d.first() == Some(&0x78))
@@ -931,11 +976,8 @@ fn images(seeds: &mut Seeds, b: &[u8]) {
             }
             _ => None,
         };
-        i += if found.is_some() {
-            22 + size as usize
-        } else {
-            1
-        };
+        // Past the descriptor (images inside an image's data are seeds too).
+        i += if found.is_some() { 22 } else { 1 };
     }
 }
 
