@@ -915,6 +915,12 @@ pub fn run_guest(g: &Guest) {
         ..Config::default()
     };
     cfg.seed = 1u64.into();
+    // The canvas budgets scaled to the fuzz guest's small screens (at most 271x271): the same
+    // code and refusals as the defaults, a few milliseconds of work per input at most.
+    let canvas = &mut cfg.budgets.canvas;
+    canvas.max_draw_work = canvas.max_draw_work.min(1 << 20);
+    canvas.max_path_points = canvas.max_path_points.min(1 << 12);
+    canvas.max_clip_rects = canvas.max_clip_rects.min(1 << 10);
     let output_cap = cfg.output_cap;
     let mut s = Server::new(cfg);
     s.set_link_key(key());
