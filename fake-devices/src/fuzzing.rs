@@ -1031,7 +1031,10 @@ pub fn run_guest(g: &Guest) {
         panic!("linking the clients failed");
     };
     let mut now = 0;
-    let bound = output_cap + (width * height * 4) as usize + (64 << 10);
+    // One message: at most a full-surface image (the primary, or a surface or bitmap of up to
+    // 255x255 pixels: drawn, or a cursor shape) with its headers.
+    let one_message = (4 * (width * height).max(255 * 255)) as usize + (64 << 10);
+    let bound = output_cap + one_message;
     let check_queues = |s: &Server| {
         // Every connection: the slow client's (which never reads) most of all.
         let q = s.max_queued_bytes();
