@@ -441,7 +441,10 @@ pub fn parse_log(text: &str) -> Outcome {
         } else if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
             o.runs = n.trim().parse().unwrap_or(o.runs);
         } else if let Some(p) = line.split("Test unit written to ").nth(1).map(str::trim) {
-            o.crashes.push(PathBuf::from(p));
+            // Slow units are reported, not failures (a hang is a `timeout-` artifact).
+            if !p.contains("slow-unit-") {
+                o.crashes.push(PathBuf::from(p));
+            }
         } else if line.contains("panicked at")
             && o.reason.as_deref().map_or(true, |r| r.starts_with("=="))
             || o.reason.is_none() && line.starts_with("==") && line.contains("ERROR: libFuzzer")
@@ -1074,6 +1077,7 @@ mod tests {
                    #1000\tDONE   cov: 1644 ft: 2436 corp: 545/24Kb lim: 242 exec/s: 0 rss: 28Mb\n\
                    thread '<unnamed>' panicked at src/canvas/text.rs:10:5:\n\
                    ==1== ERROR: libFuzzer: deadly signal\n\
+                   artifact_prefix='x/'; Test unit written to x/slow-unit-1\n\
                    artifact_prefix='x/'; Test unit written to x/crash-abc\n\
                    stat::number_of_executed_units: 1001\n";
         let o = parse_log(log);
