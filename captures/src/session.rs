@@ -844,7 +844,7 @@ mod tests {
                 origin: origin(),
             });
             if let Some(r) = &d.resync {
-                assert!(r.work <= RESYNC_WORK_BASE + RESYNC_WORK_PER_BYTE * total + 1 << 20);
+                assert!(r.work <= RESYNC_WORK_BASE + RESYNC_WORK_PER_BYTE * total + (1 << 20));
             }
         }
         d.finish();
