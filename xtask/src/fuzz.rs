@@ -37,13 +37,13 @@ pub struct Args {
     /// Run every target of every fuzz crate.
     #[arg(long)]
     pub all: bool,
-    /// Minutes per target.
-    #[arg(long, conflicts_with_all = ["runs", "seconds"])]
+    /// Minutes per target (with --runs: whichever comes first).
+    #[arg(long, conflicts_with = "seconds")]
     pub minutes: Option<f64>,
-    /// Seconds per target.
-    #[arg(long, conflicts_with = "runs")]
+    /// Seconds per target (with --runs: whichever comes first).
+    #[arg(long)]
     pub seconds: Option<u64>,
-    /// Runs (inputs executed) per target.
+    /// Runs (inputs executed) per target; with --minutes or --seconds, whichever comes first.
     #[arg(long)]
     pub runs: Option<u64>,
     /// List the targets (crate, name) and exit.
@@ -226,11 +226,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         refresh_seeds(&targets)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let limit = match (a.minutes, a.seconds, a.runs) {
-        (Some(m), _, _) => Limit::Seconds((m * 60.0).round().max(1.0) as u64),
-        (_, Some(s), _) => Limit::Seconds(s.max(1)),
-        (_, _, Some(r)) => Limit::Runs(r),
-        _ => Limit::Seconds(60),
+    // A time and a run count together: whichever comes first (a campaign's "10 million runs,
+    // or an hour where that cannot be reached").
+    let seconds = match (a.minutes, a.seconds) {
+        (Some(m), _) => Some((m * 60.0).round().max(1.0) as u64),
+        (_, Some(s)) => Some(s.max(1)),
+        _ => None,
+    };
+    let limit = match (seconds, a.runs) {
+        (Some(s), Some(r)) => Limit::Both {
+            seconds: s,
+            runs: r,
+        },
+        (Some(s), None) => Limit::Seconds(s),
+        (None, Some(r)) => Limit::Runs(r),
+        (None, None) => Limit::Seconds(60),
     };
     let report = campaign(&targets, limit, &a)?;
     Ok(
@@ -247,6 +257,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 pub enum Limit {
     Seconds(u64),
     Runs(u64),
+    /// Whichever is reached first.
+    Both {
+        seconds: u64,
+        runs: u64,
+    },
 }
 
 /// What one target's run gave.
@@ -326,6 +341,9 @@ pub fn campaign(targets: &[Target], limit: Limit, a: &Args) -> anyhow::Result<Ve
             match limit {
                 Limit::Seconds(s) => cmd.arg(format!("-max_total_time={s}")),
                 Limit::Runs(r) => cmd.arg(format!("-runs={r}")),
+                Limit::Both { seconds, runs } => cmd
+                    .arg(format!("-max_total_time={seconds}"))
+                    .arg(format!("-runs={runs}")),
             };
             let f = std::fs::File::create(&log)?;
             cmd.stdout(Stdio::null()).stderr(f);
