@@ -94,6 +94,26 @@ fn ts_from_units(units: u64, resolution: u64, offset: i64) -> Timestamp {
     Timestamp { secs, nanos }
 }
 
+/// The block type of a pcapng section header block (the same bytes in either byte order).
+const SHB_TYPE: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// The length of the pcapng block at the start of `d`, in its section's byte order (updated
+/// from a section header's byte-order magic); `None` while fewer than 8 bytes are buffered.
+fn next_block_len(d: &[u8], big_endian: &mut bool) -> Option<u32> {
+    let head = d.get(..8)?;
+    if head[..4] == SHB_TYPE {
+        if let Some(magic) = d.get(8..12) {
+            *big_endian = magic == [0x1a, 0x2b, 0x3c, 0x4d];
+        }
+    }
+    let raw = [head[4], head[5], head[6], head[7]];
+    Some(if *big_endian {
+        u32::from_be_bytes(raw)
+    } else {
+        u32::from_le_bytes(raw)
+    })
+}
+
 /// Read every frame of a pcap or pcapng file held in memory, calling `f` for each in file order.
 pub fn read_frames(bytes: &[u8], mut f: impl FnMut(Frame<'_>)) -> Result<ReadSummary, Error> {
     let mut summary = ReadSummary::default();
@@ -109,7 +129,22 @@ pub fn read_frames(bytes: &[u8], mut f: impl FnMut(Frame<'_>)) -> Result<ReadSum
     let mut ifaces: Vec<Iface> = vec![];
     let mut number = 0u64;
     let mut stalled = 0u32;
+    let pcapng = bytes.starts_with(&SHB_TYPE);
+    let mut big_endian = false;
     loop {
+        // pcap-parser (0.16 and 0.17) subtracts the 12 bytes of block framing from a block's
+        // length unchecked for some block types: a length under 12 overflows (a panic with
+        // overflow checks). No valid block is that short: refuse it here.
+        if pcapng {
+            if let Some(len) = next_block_len(reader.data(), &mut big_endian) {
+                if len < 12 {
+                    summary
+                        .warnings
+                        .push(format!("pcapng block of length {len} after frame {number}"));
+                    break;
+                }
+            }
+        }
         match reader.next() {
             Ok((offset, block)) => {
                 stalled = 0;
