@@ -29,6 +29,49 @@ pub fn with<'a, T: Arbitrary<'a>>(data: &'a [u8], f: impl FnOnce(T)) {
     }
 }
 
+/// Replay every regression input under `root` (`<root>/<target>/<file>`, in name order; `.md`
+/// notes are skipped) through `run` (a crate's `fuzzing::run`), except the targets `skip`
+/// names. Returns how many inputs ran, or the inputs that panicked or name no target of `run`.
+/// Every crate's `tests/fuzz_regressions.rs` is this one call.
+pub fn replay_regressions(
+    root: &std::path::Path,
+    skip: &[&str],
+    run: impl Fn(&str, &[u8]) -> bool + std::panic::RefUnwindSafe,
+) -> Result<usize, Vec<String>> {
+    fn sorted(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+    let mut ran = 0;
+    let mut failed = Vec::new();
+    for dir in sorted(root).into_iter().filter(|d| d.is_dir()) {
+        let target = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let Some(target) = target.filter(|t| !skip.contains(&t.as_str())) else {
+            continue;
+        };
+        for file in sorted(&dir) {
+            if !file.is_file() || file.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let data = std::fs::read(&file).unwrap_or_default();
+            ran += 1;
+            match std::panic::catch_unwind(|| run(&target, &data)) {
+                Ok(true) => {}
+                Ok(false) => failed.push(format!("{}: no fuzz target {target}", file.display())),
+                Err(_) => failed.push(file.display().to_string()),
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(ran)
+    } else {
+        Err(failed)
+    }
+}
+
 /// Every target's name, as in protocol/fuzz/Cargo.toml.
 pub const TARGETS: &[&str] = &[
     "link",
