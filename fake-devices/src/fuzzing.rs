@@ -926,6 +926,9 @@ pub fn run_guest(g: &Guest) -> Summary {
     canvas.max_draw_work = canvas.max_draw_work.min(1 << 20);
     canvas.max_path_points = canvas.max_path_points.min(1 << 12);
     canvas.max_clip_rects = canvas.max_clip_rects.min(1 << 10);
+    // A log small enough that a few of the guest's images fill it, so its eviction runs.
+    cfg.budgets.display_log_bytes = 1 << 20;
+    let log_cap = cfg.budgets.display_log_bytes;
     let output_cap = cfg.output_cap;
     let mut s = Server::new(cfg);
     s.set_link_key(key());
@@ -1041,12 +1044,18 @@ pub fn run_guest(g: &Guest) -> Summary {
     // 255x255 pixels: drawn, or a cursor shape) with its headers.
     let one_message = (4 * (width * height).max(255 * 255)) as usize + (64 << 10);
     let bound = output_cap + one_message;
-    let check_queues = |s: &Server| {
+    let check_queues = |s: &mut Server| {
         // Every connection: the slow client's (which never reads) most of all.
         let q = s.max_queued_bytes();
         assert!(
             q <= bound,
             "{q} bytes queued for one connection (cap {output_cap} and one message)"
+        );
+        // The drawables held for clients that are behind stay within their budget.
+        let held = s.display().held_bytes();
+        assert!(
+            held <= log_cap,
+            "{held} bytes of drawables held (display_log_bytes {log_cap})"
         );
     };
     for ms in ticks.iter().copied().chain([100, 100, 1000]) {
@@ -1069,10 +1078,10 @@ pub fn run_guest(g: &Guest) -> Summary {
             }
         }
         s.handle_timeout(now);
-        check_queues(&s);
+        check_queues(&mut s);
         fast_d.read(&mut s, now);
         fast_c.read(&mut s, now);
-        check_queues(&s);
+        check_queues(&mut s);
     }
     // Time until every command has been taken (each is released once parsed).
     for _ in 0..50 {
@@ -1083,7 +1092,7 @@ pub fn run_guest(g: &Guest) -> Summary {
         s.handle_timeout(now);
         fast_d.read(&mut s, now);
         fast_c.read(&mut s, now);
-        check_queues(&s);
+        check_queues(&mut s);
     }
     // The guest resets the device.
     shared.borrow_mut().events.push(QxlEvent::Reset);
