@@ -36,6 +36,10 @@ pub const WRITE_WINDOW: usize = 256 * 1024;
 /// The read buffer a connection starts with (it grows to the `read_buffer` budget while the
 /// peer fills it).
 const FIRST_READ_BUF: usize = 4 * 1024;
+/// Reads of one connection handed to the loop and not yet handled: a peer that sends faster
+/// than the server handles waits in its own TCP window, not in our memory (at most this many
+/// read buffers per connection).
+pub const READ_AHEAD: usize = 4;
 /// How long a closed connection's last bytes may take to be written before the socket is
 /// dropped anyway (a peer that does not read must not keep it).
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -61,7 +65,8 @@ impl Listener for tokio::net::TcpListener {
 }
 
 enum Event {
-    Data(ConnId, Vec<u8>),
+    /// Bytes read, with the read-ahead permit they hold until the loop has handled them.
+    Data(ConnId, Vec<u8>, tokio::sync::OwnedSemaphorePermit),
     Closed(ConnId),
     Written(ConnId, usize),
     Key(Box<Result<TicketKey, KeyError>>),
@@ -126,7 +131,8 @@ pub async fn serve<L: Listener>(
             }
             ev = ev_rx.recv() => {
                 match ev {
-                    Some(Event::Data(id, b)) => server.handle_bytes(id, &b, now()),
+                    // The permit drops after the bytes are handled: the reader may read more.
+                    Some(Event::Data(id, b, _permit)) => server.handle_bytes(id, &b, now()),
                     Some(Event::Closed(id)) => {
                         if writers.remove(&id).is_some() {
                             server.handle_closed(id, now());
@@ -161,13 +167,17 @@ fn spawn_conn<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
 ) -> Writer {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let tx = ev_tx.clone();
+    let read_ahead = std::sync::Arc::new(tokio::sync::Semaphore::new(READ_AHEAD));
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; FIRST_READ_BUF];
         loop {
+            let Ok(permit) = read_ahead.clone().acquire_owned().await else {
+                break;
+            };
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx.send(Event::Data(id, buf[..n].to_vec())).is_err() {
+                    if tx.send(Event::Data(id, buf[..n].to_vec(), permit)).is_err() {
                         break;
                     }
                     if n == buf.len() && buf.len() < read_buffer {
