@@ -263,8 +263,12 @@ impl Decoder {
             self.stored_pixels -= old.len() as u64;
         }
         let mut gap = self.tail_gap.unwrap_or(header.id);
+        // Image ids come from the peer: the last id is u64::MAX, not a wrap to 0.
         while self.images.contains_key(&gap) {
-            gap += 1;
+            match gap.checked_add(1) {
+                Some(next) => gap = next,
+                None => break,
+            }
         }
         self.tail_gap = Some(gap);
         // Release what the newest image of the gap-free run says is outside the window.
@@ -276,7 +280,7 @@ impl Decoder {
             let Some(first) = self.images.keys().next().copied() else {
                 break;
             };
-            self.drop_below(first + 1);
+            self.drop_below(first.saturating_add(1));
         }
     }
 
