@@ -14,10 +14,6 @@ use spice_proto::qxl::QxlCommand;
 
 use crate::link::{TicketKey, Ticketing};
 use crate::qxl::{parse, Budget, MemSlots, Reader};
-use spice_proto::caps::{self, Caps};
-use spice_proto::header::{Framer, HeaderKind};
-use spice_proto::link::{LinkError, LinkHeader, LinkMess, LinkReply};
-use spice_proto::messages::{MainServer, Message};
 
 use crate::testing::{drain, fixed_key, Linked, Ram};
 use crate::{Config, ConnId, Server};
@@ -61,8 +57,8 @@ fn config(ticketing: Ticketing) -> Config {
     cfg
 }
 
-/// [`crate::testing::link_with_rest`] with no password, remembering the tickets it encrypted
-/// (the client side's RSA work, as [`key`] skips the server's): link `channel` of session
+/// [`crate::testing::link_with_rest`] with no password (its tickets are encrypted once and
+/// remembered, as [`key`] remembers what it decrypted): link `channel` of session
 /// `connection_id` (0: a new main channel); the connection, the session id for main, and the
 /// channel's first bytes.
 pub fn link(
@@ -70,66 +66,7 @@ pub fn link(
     channel: ChannelType,
     connection_id: u32,
 ) -> Option<(Linked, Option<u32>, Vec<u8>)> {
-    type Tickets = std::collections::BTreeMap<(Vec<u8>, u32), Vec<u8>>;
-    static TICKETS: std::sync::Mutex<Tickets> = std::sync::Mutex::new(Tickets::new());
-    let conn = server.connect(0);
-    let mut c = Caps::default();
-    c.set_common(caps::common::PROTOCOL_AUTH_SELECTION);
-    c.set_common(caps::common::AUTH_SPICE);
-    c.set_common(caps::common::MINI_HEADER);
-    let mess = LinkMess {
-        connection_id,
-        channel_type: channel,
-        channel_id: 0,
-        caps: c,
-    };
-    server.handle_bytes(conn, &mess.to_bytes(), 0);
-    let out = drain(server, conn);
-    let h = LinkHeader::decode(&out).ok()?;
-    let reply =
-        LinkReply::decode(out.get(LinkHeader::SIZE..LinkHeader::SIZE + h.size as usize)?).ok()?;
-    if reply.error != LinkError::Ok {
-        return None;
-    }
-    let cache_key = (reply.pub_key.to_vec(), connection_id);
-    let known = TICKETS.lock().ok()?.get(&cache_key).cloned();
-    let ticket = match known {
-        Some(t) => t,
-        None => {
-            use rand_chacha::rand_core::SeedableRng;
-            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(u64::from(connection_id));
-            let t = TicketKey::encrypt_for(&reply.pub_key, "", &mut rng)?.to_vec();
-            if let Ok(mut m) = TICKETS.lock() {
-                if m.len() < 256 {
-                    m.insert(cache_key, t.clone());
-                }
-            }
-            t
-        }
-    };
-    let mut msg = 1u32.to_le_bytes().to_vec();
-    msg.extend_from_slice(&ticket);
-    server.handle_bytes(conn, &msg, 0);
-    let out = drain(server, conn);
-    if spice_proto::link::decode_link_result(&out).ok()? != LinkError::Ok {
-        return None;
-    }
-    let rest = out.get(4..).unwrap_or_default().to_vec();
-    let mut session = None;
-    if channel == ChannelType::Main {
-        let mut f = Framer::new(HeaderKind::Mini);
-        f.push(&rest);
-        if let Ok(Some(m)) = f.next() {
-            if let Ok(MainServer::Init(i)) = MainServer::decode(m.header.msg_type, &m.body) {
-                session = Some(i.session_id);
-            }
-        }
-    }
-    let linked = Linked {
-        conn,
-        header: HeaderKind::Mini,
-    };
-    Some((linked, session, rest))
+    crate::testing::link_with_rest(server, channel, connection_id, "", 0).ok()
 }
 
 /// The fixed test key, remembering the tickets it decrypted: the clients linked for every

@@ -92,9 +92,7 @@ pub fn link_with_rest(
     if reply.error != LinkError::Ok {
         return Err(format!("link refused: {:?}", reply.error));
     }
-    let mut rng = ChaCha20Rng::seed_from_u64(u64::from(connection_id) ^ 0x7e57);
-    let ticket =
-        TicketKey::encrypt_for(&reply.pub_key, password, &mut rng).ok_or("cannot encrypt")?;
+    let ticket = ticket_for(&reply.pub_key, password, connection_id).ok_or("cannot encrypt")?;
     let mut msg = 1u32.to_le_bytes().to_vec();
     msg.extend_from_slice(&ticket);
     server.handle_bytes(conn, &msg, now_ms);
@@ -116,6 +114,26 @@ pub fn link_with_rest(
     }
     let rest = out.get(4..).unwrap_or_default().to_vec();
     Ok((Linked { conn, header }, session, rest))
+}
+
+/// The ticket a client sends for `password` to the server key `pub_key`, encrypted once per
+/// key, password and session and then remembered (tests and fuzz targets link the same way
+/// thousands of times; RSA each time would dominate them).
+fn ticket_for(pub_key: &[u8], password: &str, connection_id: u32) -> Option<Vec<u8>> {
+    type Tickets = std::collections::BTreeMap<(Vec<u8>, String, u32), Vec<u8>>;
+    static TICKETS: std::sync::Mutex<Tickets> = std::sync::Mutex::new(Tickets::new());
+    let key = (pub_key.to_vec(), password.to_owned(), connection_id);
+    if let Some(t) = TICKETS.lock().ok()?.get(&key) {
+        return Some(t.clone());
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(u64::from(connection_id) ^ 0x7e57);
+    let t = TicketKey::encrypt_for(pub_key, password, &mut rng)?.to_vec();
+    if let Ok(mut m) = TICKETS.lock() {
+        if m.len() < 256 {
+            m.insert(key, t.clone());
+        }
+    }
+    Some(t)
 }
 
 /// Guest RAM for QXL tests and fake devices: one flat byte array at device addresses
