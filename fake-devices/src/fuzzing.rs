@@ -1040,9 +1040,11 @@ pub fn run_guest(g: &Guest) -> Summary {
         panic!("linking the clients failed");
     };
     let mut now = 0;
-    // One message: at most a full-surface image (the primary, or a surface or bitmap of up to
-    // 255x255 pixels: drawn, or a cursor shape) with its headers.
-    let one_message = (4 * (width * height).max(255 * 255)) as usize + (64 << 10);
+    // One message: a draw carries up to three images (source, mask, pattern brush), each at
+    // most a full surface (the primary, or a surface or bitmap of up to 255x255 pixels), or a
+    // cursor shape, with its headers. (A draw_blend of a 255x255 source and mask, 525 KB, was
+    // flagged when this allowed one image.)
+    let one_message = 3 * (4 * (width * height).max(255 * 255)) as usize + (64 << 10);
     let bound = output_cap + one_message;
     let check_queues = |s: &mut Server| {
         // Every connection: the slow client's (which never reads) most of all.
