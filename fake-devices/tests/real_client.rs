@@ -5,7 +5,7 @@
 //! the tests print why and pass, unless `CI` is set: CI installs them, so there they must run.
 
 mod common;
-use common::{read_ppm, snapshot_rgb};
+use common::{read_ppm, snapshot_rgb, tool_available};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -385,19 +385,7 @@ fn a_captured_session_with_our_server_decodes_in_our_transcript_and_in_tshark() 
 
 /// Whether spicy-screenshot is installed; `false` (after printing why) means skip.
 fn screenshot_tool_available() -> bool {
-    let ok = Command::new("spicy-screenshot")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI is set but spicy-screenshot (package spice-client-gtk) is missing");
-        }
-        eprintln!("skipped: spicy-screenshot not installed (apt-get install spice-client-gtk)");
-    }
-    ok
+    tool_available("spicy-screenshot", "spice-client-gtk")
 }
 
 #[test]

@@ -7,30 +7,13 @@
 //! test prints why and passes, unless `CI` is set: CI installs them, so there it must run.
 
 mod common;
-use common::{read_ppm, snapshot_rgb};
+use common::{read_ppm, snapshot_rgb, tool_available};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Whether `tool --help` runs; `false` (after printing why) means skip.
-fn tool_available(tool: &str, package: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI is set but {tool} (package {package}) is missing");
-        }
-        eprintln!("skipped: {tool} not installed (apt-get install {package})");
-    }
-    ok
-}
 
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("spice-rs-{name}-{}", std::process::id()));

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// A binary PPM (P6, maxval 255) as (width, height, RGB bytes).
 pub fn read_ppm(path: &Path) -> (u32, u32, Vec<u8>) {
@@ -48,4 +48,21 @@ pub fn snapshot_rgb(scene: &str, size: &str, dir: &Path) -> (u32, u32, Vec<u8>) 
         .flat_map(|p| [p[0], p[1], p[2]])
         .collect();
     (info.width, info.height, rgb)
+}
+
+/// Whether `tool --help` runs; `false` (after printing why) means skip.
+pub fn tool_available(tool: &str, package: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI is set but {tool} (package {package}) is missing");
+        }
+        eprintln!("skipped: {tool} not installed (apt-get install {package})");
+    }
+    ok
 }
