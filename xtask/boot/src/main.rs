@@ -9,8 +9,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+/// How to tell a package is installed.
+type Probe = fn() -> bool;
+
 /// Debian packages the workspace needs to build, each with how to tell it is there.
-const BUILD_PACKAGES: &[(&str, fn() -> bool)] = &[
+const BUILD_PACKAGES: &[(&str, Probe)] = &[
     ("pkg-config", || have("pkg-config")),
     ("libopus-dev", || {
         Command::new("pkg-config")
