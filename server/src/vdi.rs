@@ -7,8 +7,8 @@
 //!
 //! Built: input devices, char devices, the plain framebuffer display ([`Framebuffer`]) and the
 //! QXL display device ([`QxlDevice`]: command and cursor rings whose commands live in guest
-//! memory reached through memory slots, the release ring, the primary surface). Audio comes
-//! with the audio channels.
+//! memory reached through memory slots, the release ring, the primary surface), and the sound
+//! card ([`PlaybackDevice`], [`RecordDevice`]).
 //!
 //! Must not: know about channels, sockets or message encodings.
 
@@ -165,4 +165,66 @@ pub struct ClientMonitor {
     pub y: i32,
     pub width: u32,
     pub height: u32,
+}
+
+/// One call a playback device makes on the server: libspice-server's
+/// `spice_server_playback_*` calls, one variant each, so a C-ABI layer maps onto it one to
+/// one (its `run` returns the calls the C side queued).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaybackCall {
+    /// `spice_server_playback_start`: the guest started playing.
+    Start,
+    /// `spice_server_playback_stop`.
+    Stop,
+    /// `spice_server_playback_get_buffer` filled and handed back with `put_samples`: stereo
+    /// S16 frames (left in the low 16 bits), at most [`AUDIO_FRAME_SAMPLES`] of them (the
+    /// size of the buffer `get_buffer` gives). Fewer are padded with silence when the codec
+    /// needs whole frames.
+    Samples(Vec<u32>),
+    /// `spice_server_playback_set_volume`: one value per channel.
+    Volume(Vec<u16>),
+    /// `spice_server_playback_set_mute`.
+    Mute(bool),
+}
+
+/// One call a record device makes on the server (`spice_server_record_*`, except
+/// `get_samples`: the server hands captured samples to [`RecordDevice::samples`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordCall {
+    /// `spice_server_record_start`: the guest opened its capture.
+    Start,
+    /// `spice_server_record_stop`.
+    Stop,
+    /// `spice_server_record_set_volume`.
+    Volume(Vec<u16>),
+    /// `spice_server_record_set_mute`.
+    Mute(bool),
+}
+
+/// Stereo frames per playback buffer (`SND_CODEC_MAX_FRAME_SIZE`: 10 ms at 48 kHz), what
+/// `spice_server_playback_get_buffer` hands out.
+pub const AUDIO_FRAME_SAMPLES: usize = 480;
+
+/// A playback device (`SpicePlaybackInterface`): the guest's sound output. The server asks
+/// it to run up to a time and takes the calls it made, in order.
+pub trait PlaybackDevice {
+    /// The rate it plays at (`spice_server_set_playback_rate`; 48000 lets Opus be used).
+    fn rate(&self) -> u32;
+    /// Let the device run up to `now_ms`; the calls it made, in order.
+    fn run(&mut self, now_ms: u64) -> Vec<PlaybackCall>;
+    /// When the device will next make a call, if it knows.
+    fn next_wakeup(&self) -> Option<u64>;
+}
+
+/// A record device (`SpiceRecordInterface`): the guest's sound input.
+pub trait RecordDevice {
+    /// The rate it captures at (`spice_server_set_record_rate`).
+    fn rate(&self) -> u32;
+    /// Let the device run up to `now_ms`; the calls it made, in order.
+    fn run(&mut self, now_ms: u64) -> Vec<RecordCall>;
+    /// Captured stereo S16 frames from the client, decoded, in order, each exactly once
+    /// (what `spice_server_record_get_samples` hands a C device).
+    fn samples(&mut self, frames: &[u32]);
+    /// When the device will next make a call, if it knows.
+    fn next_wakeup(&self) -> Option<u64>;
 }
