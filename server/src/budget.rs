@@ -50,6 +50,19 @@ pub struct Budgets {
     /// pixmap and palette caches by entries and bytes. A drawable over one is rejected (and
     /// released) with the canvas's `Budget` error naming it.
     pub canvas: spice_proto::canvas::CanvasLimits,
+    // Audio.
+    /// Frames (stereo samples) one playback client's queue holds: past it the oldest are
+    /// dropped (counted in `Server::audio_stats`, logged at most once a second). The
+    /// channel hands its core audio only while the core holds under 8 KiB, so this queue is
+    /// where a client that falls behind is held. Default 9,600: 200 ms at 48 kHz (37.5 KiB
+    /// of PCM), spice-gtk's default playback buffer (`min-latency`), so a client back from a
+    /// stall of up to 200 ms loses nothing; older audio would only be played late.
+    pub playback_queue_frames: usize,
+    /// Frames one record `data` message may carry once decoded (a raw packet past it closes
+    /// the record channel). Decoded audio goes to the device at once, so this is what the
+    /// record path holds at most. Default 8,192: the reference's record ring
+    /// (`RECORD_SAMPLES_SIZE`), 170 ms at 48 kHz; spice-gtk sends 480 per packet.
+    pub record_ring_frames: usize,
     // Clients and connections.
     /// Connections held in any state (link stage, channels, closing). A new connection past
     /// this is closed at once. The async shell also stops accepting while it is reached.
@@ -81,6 +94,8 @@ impl Default for Budgets {
             canvas: spice_proto::canvas::CanvasLimits::from_codec(spice_proto::codec::Limits {
                 max_pixels: 16 << 20,
             }),
+            playback_queue_frames: 9_600,
+            record_ring_frames: 8_192,
             max_connections: 512,
             max_linking: 64,
             max_sessions: 16,

@@ -49,8 +49,15 @@ use crate::channel::cursor::CursorChannel;
 use crate::channel::display::DisplayChannel;
 use crate::channel::inputs::InputsChannel;
 use crate::channel::main::MainChannel;
+use crate::channel::playback::PlaybackChannel;
+use crate::channel::record::RecordChannel;
 use crate::link::{LinkEvent, Linked, ServerLink, TicketKey, Ticketing};
-use crate::vdi::{Keyboard, Mouse, Tablet};
+use crate::vdi::{
+    Keyboard, Mouse, PlaybackCall, PlaybackDevice, RecordCall, RecordDevice, Tablet,
+    AUDIO_FRAME_SAMPLES,
+};
+
+pub use crate::channel::playback::AudioStats;
 
 /// The image compression setting (`spice_server_set_image_compression`; QEMU's
 /// `image-compression=`). Lz4 is used when the client asks for it with this set to any LZ mode.
@@ -104,10 +111,12 @@ pub enum Breakage {
     NoCursorInit,
     /// The QXL display never gives back the 10th command it takes (a leaked release).
     DropRelease,
+    /// The playback channel silently skips one data buffer (the 10th it sends to a client).
+    DropPlaybackFrame,
 }
 
 impl Breakage {
-    pub const ALL: [Breakage; 7] = [
+    pub const ALL: [Breakage; 8] = [
         Breakage::DropKey,
         Breakage::ReorderInputs,
         Breakage::WrongCaps,
@@ -115,6 +124,7 @@ impl Breakage {
         Breakage::NoMark,
         Breakage::NoCursorInit,
         Breakage::DropRelease,
+        Breakage::DropPlaybackFrame,
     ];
 
     pub fn name(self) -> &'static str {
@@ -126,6 +136,7 @@ impl Breakage {
             Breakage::NoMark => "no-mark",
             Breakage::NoCursorInit => "no-cursor-init",
             Breakage::DropRelease => "drop-release",
+            Breakage::DropPlaybackFrame => "drop-playback-frame",
         }
     }
 }
@@ -162,6 +173,10 @@ pub struct Config {
     /// Make a fresh RSA key for every link, as the reference does (true), or one per server
     /// (false: much cheaper under simulation, but a ticket sniffed on one link then opens another).
     pub fresh_key_per_link: bool,
+    /// Compress playback for clients that can decode it (`spice_server_set_playback_compression`,
+    /// QEMU's `playback-compression=`): Opus when the client has the `OPUS` capability and the
+    /// device's rate allows, raw otherwise. Off: always raw. Default on, as the reference.
+    pub playback_compression: bool,
     /// Test-only: a deliberately broken behaviour ([`Breakage`]).
     pub breakage: Option<Breakage>,
     /// What a peer may make the server spend ([`crate::budget`]).
@@ -178,6 +193,7 @@ impl Default for Config {
             output_cap: DEFAULT_OUTPUT_CAP,
             seed: None,
             fresh_key_per_link: true,
+            playback_compression: true,
             breakage: None,
             budgets: Default::default(),
         }
@@ -207,6 +223,11 @@ pub(crate) struct Shared {
     pub(crate) mouse_mode_generation: u64,
     /// The lock-key state all inputs channels share.
     pub(crate) kbd: crate::channel::inputs::KbdState,
+    /// The sound card's output and input, and the multimedia time kept with them.
+    pub(crate) playback: crate::channel::playback::PlaybackState,
+    pub(crate) record: crate::channel::record::RecordState,
+    pub(crate) mm_time: crate::channel::main::MmTime,
+    pub(crate) audio_stats: AudioStats,
 }
 
 impl Shared {
@@ -232,6 +253,8 @@ enum State {
     Inputs(InputsChannel),
     Display(Box<DisplayChannel>),
     Cursor(CursorChannel),
+    Playback(Box<PlaybackChannel>),
+    Record(Box<RecordChannel>),
     /// The server is done with it: write what is left, then close.
     Closing,
 }
@@ -312,6 +335,10 @@ impl Server {
                 mouse_mode: MouseMode::SERVER,
                 mouse_mode_generation: 0,
                 kbd: Default::default(),
+                playback: Default::default(),
+                record: Default::default(),
+                mm_time: Default::default(),
+                audio_stats: AudioStats::default(),
             },
             rng,
             rng_failed,
@@ -367,6 +394,62 @@ impl Server {
         self.shared.tablet = Some(t);
     }
 
+    /// Attach the sound card's output (`spice_server_add_interface` with a
+    /// `SpicePlaybackInstance`, its rate from `spice_server_set_playback_rate`): the main
+    /// channel's list offers playback (id 0), and the device runs on the server's timer
+    /// ([`handle_timeout`](Self::handle_timeout), woken at its `next_wakeup`).
+    pub fn set_playback_device(&mut self, d: Box<dyn PlaybackDevice>) {
+        self.boundary("set_playback_device", None, (), |s| {
+            s.shared.playback.rate = d.rate();
+            s.shared.playback.device = Some(d);
+        })
+    }
+
+    /// Attach the sound card's input (`SpiceRecordInstance`): the channel list offers record
+    /// (id 0); decoded client audio goes to [`RecordDevice::samples`].
+    pub fn set_record_device(&mut self, d: Box<dyn RecordDevice>) {
+        self.boundary("set_record_device", None, (), |s| {
+            s.shared.record.rate = d.rate();
+            s.shared.record.device = Some(d);
+        })
+    }
+
+    /// Audio counters (sent, dropped for slow clients, record frames delivered).
+    pub fn audio_stats(&self) -> AudioStats {
+        self.shared.audio_stats
+    }
+
+    /// Frames waiting in playback queues (all clients; at most one client plays at a time).
+    pub fn playback_queued_frames(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| match &c.state {
+                State::Playback(ch) => ch.queued_frames(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// `reds_set_client_mm_time_latency`: the latency (ms) media needs on the client (the
+    /// reference's video streams report it). While no playback runs, a larger latency moves
+    /// the client's multimedia time back (`multi_media_time`); during playback it is sent
+    /// to the playback client as `latency` (if it has the `LATENCY` capability). Nothing in
+    /// this server reports one yet (no video streams); the embedder may.
+    pub fn set_mm_time_latency(&mut self, latency_ms: u32) {
+        self.boundary("set_mm_time_latency", None, (), |s| {
+            let now = s.now_ms;
+            if s.shared.mm_time.enabled {
+                if latency_ms > s.shared.mm_time.latency {
+                    s.shared.mm_time.latency = latency_ms;
+                    s.shared.mm_time.announce(now);
+                }
+            } else if let Some(conn) = s.shared.playback.client {
+                s.with_playback(conn, |ch, _| ch.set_latency(latency_ms));
+            }
+            s.pump(now);
+        })
+    }
+
     /// The display side: attach the QXL device and read its state.
     pub fn display(&mut self) -> &mut crate::display::Display {
         &mut self.shared.display
@@ -407,6 +490,8 @@ impl Server {
                 State::Inputs(ch) => ch.core().queued_bytes(),
                 State::Display(ch) => ch.core().queued_bytes(),
                 State::Cursor(ch) => ch.core().queued_bytes(),
+                State::Playback(ch) => ch.core().queued_bytes(),
+                State::Record(ch) => ch.core().queued_bytes(),
                 State::Linking(_) | State::Closing => 0,
             }
     }
@@ -520,12 +605,29 @@ impl Server {
         if let Some(k) = self.shared.kbd.poll_timeout() {
             t = Some(t.map_or(k, |t| t.min(k)));
         }
+        let audio = [
+            self.shared
+                .playback
+                .device
+                .as_ref()
+                .and_then(|d| d.next_wakeup()),
+            self.shared
+                .record
+                .device
+                .as_ref()
+                .and_then(|d| d.next_wakeup()),
+        ];
+        for k in audio.into_iter().flatten() {
+            t = Some(t.map_or(k, |t| t.min(k)));
+        }
         for c in self.conns.values() {
             let ct = match &c.state {
                 State::Main(ch) => ch.poll_timeout(),
                 State::Inputs(ch) => ch.core().poll_timeout(),
                 State::Display(ch) => ch.poll_timeout(),
                 State::Cursor(ch) => ch.core().poll_timeout(),
+                State::Playback(ch) => ch.core().poll_timeout(),
+                State::Record(ch) => ch.core().poll_timeout(),
                 State::Linking(_) => Some(c.since_ms + LINK_TIMEOUT_MS),
                 State::Closing => None,
             };
@@ -554,6 +656,7 @@ impl Server {
         if let Err(msg) = catch(|| self.shared.display.handle_timeout(now_ms)) {
             self.display_panicked(&msg);
         }
+        self.run_audio(now_ms);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let linking_too_long = self.conns.get(&id).is_some_and(|c| {
@@ -842,6 +945,16 @@ impl Server {
                 }
             }
             (ChannelType::Cursor, 0) if self.shared.display.has_device() => {}
+            (ChannelType::Playback, 0) if self.shared.playback.device.is_some() => {
+                for cap in crate::channel::playback::server_caps(self.shared.playback.rate) {
+                    c.set_channel(cap);
+                }
+            }
+            (ChannelType::Record, 0) if self.shared.record.device.is_some() => {
+                for cap in crate::channel::record::server_caps(self.shared.record.rate) {
+                    c.set_channel(cap);
+                }
+            }
             _ => return None,
         }
         Some(c)
@@ -863,6 +976,18 @@ impl Server {
         if self.shared.display.has_device() {
             v.push(ChannelId {
                 channel_type: ChannelType::Cursor,
+                id: 0,
+            });
+        }
+        if self.shared.playback.device.is_some() {
+            v.push(ChannelId {
+                channel_type: ChannelType::Playback,
+                id: 0,
+            });
+        }
+        if self.shared.record.device.is_some() {
+            v.push(ChannelId {
+                channel_type: ChannelType::Record,
                 id: 0,
             });
         }
@@ -962,6 +1087,33 @@ impl Server {
                     self.shared.cfg.breakage != Some(Breakage::NoCursorInit),
                 ))
             }
+            ChannelType::Playback if self.shared.playback.device.is_some() => {
+                // One playback client, as the reference (`set_peer_common`): a newer link
+                // replaces the one before, whichever client it belongs to.
+                if let Some(old) = self.shared.playback.client.take() {
+                    tracing::info!(conn = %old, new = %conn,
+                        "playback: a newer playback link replaces this one; closing it");
+                    self.close_conn(old);
+                }
+                let core = ChannelCore::new(header, false, ping_seed, now);
+                let ch = PlaybackChannel::new(core, &linked, &mut self.shared, now);
+                if ch.is_active() {
+                    // playback_channel_client_start: playback drives the client's clock.
+                    self.shared.mm_time.disable();
+                }
+                self.shared.playback.client = Some(conn);
+                State::Playback(Box::new(ch))
+            }
+            ChannelType::Record if self.shared.record.device.is_some() => {
+                if let Some(old) = self.shared.record.client.take() {
+                    tracing::info!(conn = %old, new = %conn,
+                        "record: a newer record link replaces this one; closing it");
+                    self.close_conn(old);
+                }
+                let core = ChannelCore::new(header, false, ping_seed, now);
+                self.shared.record.client = Some(conn);
+                State::Record(Box::new(RecordChannel::new(core, &linked, &self.shared)))
+            }
             _ => State::Closing,
         };
         tracing::info!(%conn, channel = ?ty, session = session_id, "channel linked");
@@ -1010,6 +1162,8 @@ impl Server {
             State::Inputs(_) => "inputs",
             State::Display(_) => "display",
             State::Cursor(_) => "cursor",
+            State::Playback(_) => "playback",
+            State::Record(_) => "record",
             State::Linking(_) => "link",
             State::Closing => "closing",
         })
@@ -1087,6 +1241,18 @@ impl Server {
         if let State::Display(ch) = &mut c.state {
             ch.closed(&mut self.shared);
         }
+        if let State::Playback(ch) = &c.state {
+            if self.shared.playback.client == Some(conn) {
+                self.shared.playback.client = None;
+                if ch.is_active() {
+                    // ~PlaybackChannelClient: the main channel takes the clock back.
+                    self.shared.mm_time.enable(self.now_ms);
+                }
+            }
+        }
+        if matches!(c.state, State::Record(_)) && self.shared.record.client == Some(conn) {
+            self.shared.record.client = None;
+        }
         c.state = State::Closing;
         let session = c.session;
         if was_main {
@@ -1135,6 +1301,8 @@ impl Server {
             State::Inputs(ch) => ch,
             State::Display(ch) => ch.as_mut(),
             State::Cursor(ch) => ch,
+            State::Playback(ch) => ch.as_mut(),
+            State::Record(ch) => ch.as_mut(),
             State::Linking(_) | State::Closing => return None,
         };
         let shared = &mut self.shared;
@@ -1144,6 +1312,144 @@ impl Server {
                 self.conn_panicked(conn, kind, &msg);
                 None
             }
+        }
+    }
+}
+
+impl Server {
+    /// Run the sound card up to `now_ms` and act on its calls, as the reference's
+    /// `spice_server_playback_*`/`spice_server_record_*` entry points do. A device that
+    /// panics is removed (its channels closed); the rest goes on.
+    fn run_audio(&mut self, now_ms: u64) {
+        if let Some(dev) = self.shared.playback.device.as_mut() {
+            match catch(|| dev.run(now_ms)) {
+                Ok(calls) => {
+                    for call in calls {
+                        self.playback_call(call, now_ms);
+                    }
+                }
+                Err(msg) => self.audio_panicked(true, &msg),
+            }
+        }
+        if let Some(dev) = self.shared.record.device.as_mut() {
+            match catch(|| dev.run(now_ms)) {
+                Ok(calls) => {
+                    for call in calls {
+                        self.record_call(call);
+                    }
+                }
+                Err(msg) => self.audio_panicked(false, &msg),
+            }
+        }
+    }
+
+    fn playback_call(&mut self, call: PlaybackCall, now_ms: u64) {
+        let client = self.shared.playback.client;
+        match call {
+            PlaybackCall::Start => {
+                if self.shared.playback.active {
+                    return;
+                }
+                self.shared.playback.active = true;
+                if let Some(conn) = client {
+                    self.shared.mm_time.disable();
+                    self.with_playback(conn, |ch, _| ch.device_start(now_ms));
+                }
+            }
+            PlaybackCall::Stop => {
+                if !self.shared.playback.active {
+                    return;
+                }
+                self.shared.playback.active = false;
+                if let Some(conn) = client {
+                    self.shared.mm_time.enable(now_ms);
+                    self.with_playback(conn, |ch, _| ch.device_stop());
+                }
+            }
+            PlaybackCall::Samples(frames) => match client {
+                Some(conn) if self.shared.playback.active => {
+                    for buf in frames.chunks(AUDIO_FRAME_SAMPLES) {
+                        self.with_playback(conn, |ch, shared| {
+                            ch.device_samples(buf, shared, now_ms)
+                        });
+                    }
+                }
+                _ => {
+                    self.shared.audio_stats.playback_frames_unheard += frames.len() as u64;
+                }
+            },
+            PlaybackCall::Volume(v) => {
+                self.shared.playback.volume = v.clone();
+                if let Some(conn) = client {
+                    self.with_playback(conn, |ch, _| ch.volume_changed(&v));
+                }
+            }
+            PlaybackCall::Mute(m) => {
+                self.shared.playback.mute = m;
+                if let Some(conn) = client {
+                    self.with_playback(conn, |ch, _| ch.mute_changed());
+                }
+            }
+        }
+    }
+
+    fn record_call(&mut self, call: RecordCall) {
+        let client = self.shared.record.client;
+        let with = |s: &mut Self, f: &dyn Fn(&mut RecordChannel)| {
+            if let Some(conn) = client {
+                if let Some(State::Record(ch)) = s.conns.get_mut(&conn).map(|c| &mut c.state) {
+                    f(ch);
+                }
+            }
+        };
+        match call {
+            RecordCall::Start => {
+                self.shared.record.active = true;
+                with(self, &|ch| ch.device_start());
+            }
+            RecordCall::Stop => {
+                self.shared.record.active = false;
+                with(self, &|ch| ch.device_stop());
+            }
+            RecordCall::Volume(v) => {
+                self.shared.record.volume = v.clone();
+                with(self, &|ch| ch.volume_changed(&v));
+            }
+            RecordCall::Mute(m) => {
+                self.shared.record.mute = m;
+                with(self, &|ch| ch.mute_changed());
+            }
+        }
+    }
+
+    /// Run `f` on `conn`'s playback channel (a panic closes that connection).
+    fn with_playback(&mut self, conn: ConnId, f: impl FnOnce(&mut PlaybackChannel, &mut Shared)) {
+        let Some(State::Playback(ch)) = self.conns.get_mut(&conn).map(|c| &mut c.state) else {
+            return;
+        };
+        let shared = &mut self.shared;
+        if let Err(msg) = catch(|| f(ch, shared)) {
+            self.conn_panicked(conn, "playback", &msg);
+        }
+    }
+
+    /// A sound device's `run` panicked: it is removed and its channels closed.
+    fn audio_panicked(&mut self, playback: bool, msg: &str) {
+        let what = if playback { "playback" } else { "record" };
+        tracing::error!(
+            "panic in the {what} device: {msg}; the device is removed and its channel closed"
+        );
+        let conn = if playback {
+            self.shared.playback.device = None;
+            self.shared.playback.active = false;
+            self.shared.playback.client
+        } else {
+            self.shared.record.device = None;
+            self.shared.record.active = false;
+            self.shared.record.client
+        };
+        if let Some(conn) = conn {
+            self.conn_panicked(conn, what, msg);
         }
     }
 }

@@ -70,11 +70,27 @@ pub fn link_with_rest(
     password: &str,
     now_ms: u64,
 ) -> Result<(Linked, Option<u32>, Vec<u8>), String> {
+    link_with_caps(server, channel, connection_id, password, now_ms, &[])
+}
+
+/// [`link_with_rest`] for a client with the channel capabilities `channel_caps` (bit
+/// numbers, e.g. `caps::playback::OPUS`).
+pub fn link_with_caps(
+    server: &mut Server,
+    channel: ChannelType,
+    connection_id: u32,
+    password: &str,
+    now_ms: u64,
+    channel_caps: &[u32],
+) -> Result<(Linked, Option<u32>, Vec<u8>), String> {
     let conn = server.connect(now_ms);
     let mut c = Caps::default();
     c.set_common(caps::common::PROTOCOL_AUTH_SELECTION);
     c.set_common(caps::common::AUTH_SPICE);
     c.set_common(caps::common::MINI_HEADER);
+    for &bit in channel_caps {
+        c.set_channel(bit);
+    }
     let mess = LinkMess {
         connection_id,
         channel_type: channel,

@@ -1,6 +1,10 @@
 //! The main channel: session start (`init`, `name`, `uuid`), the channel list, mouse mode
 //! requests, the bandwidth test, and (later) agent data.
 //!
+//! The multimedia time: `init` carries the server's mm time less [`MM_TIME_DELTA`];
+//! `multi_media_time` follows [`MmTime`] (playback stopping re-announces it, as
+//! `reds_enable_mm_time` does).
+//!
 //! What the reference sends, in order, on a new main channel (spice-gtk ↔ QEMU capture):
 //! `init`, `name`, `uuid` (if the client has `NAME_AND_UUID`), a warm-up and a latency ping
 //! (empty), then on the latency pong a 256000-byte ping to measure bandwidth; `channels_list`
@@ -52,9 +56,69 @@ pub struct MainChannel {
     channel_list: Vec<ChannelId>,
     list_wanted: bool,
     mouse_mode_seen: u64,
+    mm_time_seen: u64,
     /// Agent data from the client, reassembled into `VDAgentMessage`s under spice-server's
     /// rules (bounded: a message larger than [`MAX_AGENT_MESSAGE`] is refused by its header).
     agent_in: spice_proto::agent::Reassembler,
+}
+
+/// `MM_TIME_DELTA`: how far behind the server's multimedia time the client's clock is set
+/// (main `init`, and `multi_media_time` while the main channel owns the clock), so that
+/// timestamped media has that long to arrive.
+pub const MM_TIME_DELTA: u32 = 400;
+
+/// The multimedia time (`reds_get_mm_time`, `reds_enable_mm_time`/`reds_disable_mm_time`):
+/// the server's `now_ms` as a wrapping `u32` (never the wall clock). While no playback
+/// client is playing, the main channel keeps the client's clock (`init`, then
+/// `multi_media_time` whenever it is re-announced: playback stopped, or the latency grew);
+/// while one plays, the playback timestamps drive the client's clock and main stays quiet.
+#[derive(Debug, Clone)]
+pub(crate) struct MmTime {
+    /// The main channel owns the clock (no playback running).
+    pub(crate) enabled: bool,
+    /// `mm_time_latency`: what `multi_media_time` subtracts.
+    pub(crate) latency: u32,
+    /// Bumped at each announcement; main channels send `multi_media_time` when theirs differs.
+    pub(crate) generation: u64,
+    /// The value announced last.
+    pub(crate) announced: u32,
+}
+
+impl Default for MmTime {
+    fn default() -> Self {
+        // reds_enable_mm_time at server start (nothing to announce to yet).
+        MmTime {
+            enabled: true,
+            latency: MM_TIME_DELTA,
+            generation: 0,
+            announced: 0,
+        }
+    }
+}
+
+impl MmTime {
+    /// The multimedia time at server time `now_ms`.
+    pub(crate) fn at(now_ms: u64) -> u32 {
+        now_ms as u32
+    }
+
+    /// `reds_enable_mm_time`: main owns the clock again; announce it.
+    pub(crate) fn enable(&mut self, now_ms: u64) {
+        self.enabled = true;
+        self.latency = MM_TIME_DELTA;
+        self.announce(now_ms);
+    }
+
+    /// `reds_disable_mm_time`: playback drives the client's clock.
+    pub(crate) fn disable(&mut self) {
+        self.enabled = false;
+    }
+
+    /// `reds_send_mm_time`.
+    pub(crate) fn announce(&mut self, now_ms: u64) {
+        self.generation += 1;
+        self.announced = Self::at(now_ms).wrapping_sub(self.latency);
+    }
 }
 
 /// The largest agent message the server reassembles: a client announcing more breaks the
@@ -84,7 +148,7 @@ impl MainChannel {
             },
             agent_connected: 0,
             agent_tokens: AGENT_TOKENS,
-            multi_media_time: now_ms as u32,
+            multi_media_time: MmTime::at(now_ms).wrapping_sub(MM_TIME_DELTA),
             ram_hint: 0,
         }));
         if linked.mess.caps.has_channel(caps::main::NAME_AND_UUID) {
@@ -107,6 +171,7 @@ impl MainChannel {
             channel_list,
             list_wanted: false,
             mouse_mode_seen: shared.mouse_mode_generation,
+            mm_time_seen: shared.mm_time.generation,
             agent_in: spice_proto::agent::Reassembler::strict(MAX_AGENT_MESSAGE),
         }
     }
@@ -289,6 +354,11 @@ impl ChannelImpl for MainChannel {
                 supported_modes: shared.supported_mouse_modes(),
                 current_mode: shared.mouse_mode,
             }));
+        }
+        if self.mm_time_seen != shared.mm_time.generation && self.core.can_send() {
+            self.mm_time_seen = shared.mm_time.generation;
+            self.core
+                .send(&MainServer::MultiMediaTime(shared.mm_time.announced));
         }
     }
 }
