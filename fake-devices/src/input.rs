@@ -1,6 +1,9 @@
 //! Fake keyboard, mouse and tablet: they record every event the server gives them, in order,
 //! into one shared [`EventLog`], which the `spice-server` binary writes as JSON lines
-//! (`--events-log`) and the simulator checks against what its clients sent.
+//! (`--events-log`) and the simulator checks against what its clients sent. The fake sound
+//! card ([`crate::audio`]) logs into the same log: its starts and stops, volume and mute
+//! changes, and summaries of the samples it played or received (per second and per
+//! start/stop span, never per frame).
 //!
 //! The keyboard behaves like a PS/2 keyboard whose guest acknowledges the lock keys: a
 //! release of caps/num/scroll lock toggles the matching LED, which the server then reports to
@@ -13,7 +16,7 @@ use serde::Serialize;
 use spice_proto::messages::inputs::{KeyboardModifiers, MouseButtonMask};
 use spice_server::vdi::{Keyboard, Mouse, Tablet};
 
-/// One event a fake input device received.
+/// One event a fake device received (or, for the sound card, made).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum InputEvent {
@@ -41,6 +44,32 @@ pub enum InputEvent {
     TabletButtons { buttons: u16 },
     /// The tablet's coordinate space changed.
     LogicalSize { width: u32, height: u32 },
+    /// The sound device started playing or capturing (`rate` Hz, `channels`).
+    AudioStart { rate: u32, channels: u8 },
+    /// The sound device stopped: the span since its start, in stereo frames, with the device
+    /// times of the first and last frames of the span (`null` if none), and the device's
+    /// total so far.
+    AudioStop {
+        frames: u64,
+        first_ms: Option<u64>,
+        last_ms: Option<u64>,
+        total: u64,
+    },
+    /// A summary of about one second: the stereo frames handed over (playback) or received
+    /// (record) in it, the device times of the first and last of them, and the total so far.
+    AudioFrames {
+        frames: u64,
+        first_ms: u64,
+        last_ms: u64,
+        total: u64,
+    },
+    /// The device set its volume (one value per channel).
+    AudioVolume { volume: Vec<u16> },
+    /// The device muted (`true`) or unmuted.
+    AudioMute { mute: bool },
+    /// The device was run so late that it skipped `frames` stereo frames of its program
+    /// (a sound card overrun: it catches up at most a bounded amount).
+    AudioLate { frames: u64 },
 }
 
 /// Which device got an event.
@@ -50,6 +79,10 @@ pub enum Device {
     Keyboard,
     Mouse,
     Tablet,
+    /// The fake sound card's output ([`crate::audio::FakePlayback`]).
+    Playback,
+    /// The fake sound card's input ([`crate::audio::FakeRecord`]).
+    Record,
 }
 
 /// An event with its device and the device clock's time when it arrived.
@@ -103,7 +136,7 @@ impl EventLog {
         self.len() == 0
     }
 
-    fn push(&self, device: Device, event: InputEvent) {
+    pub(crate) fn push(&self, device: Device, event: InputEvent) {
         let mut inner = self.0.borrow_mut();
         let rec = Record {
             seq: inner.records.len() as u64,

@@ -1,6 +1,6 @@
-//! `cargo xtask bench codecs [--quick] [--write-images DIR] [--report]` and `cargo xtask bench sim
-//! [--quick]`: run the criterion benchmarks (release) and print their figures as ratios to
-//! in-run baselines.
+//! `cargo xtask bench codecs [--quick] [--write-images DIR] [--report]`, `cargo xtask bench sim
+//! [--quick]` and `cargo xtask bench audio [--quick]`: run the criterion benchmarks (release)
+//! and print their figures as ratios to in-run baselines.
 //!
 //! codecs: per image of `spice_proto::codec::images` and per codec, encode and decode MB/s
 //! (input bytes, width × height × 4), compression ratio, memcpy MB/s of the same buffer in the
@@ -38,6 +38,12 @@ enum What {
     },
     /// The simulator's speed on the standard scenario.
     Sim {
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Opus encode and decode of 10 s of the fake sound card, as multiples of real time.
+    Audio {
+        /// Fewer samples (a smoke run).
         #[arg(long)]
         quick: bool,
     },
@@ -111,7 +117,36 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        What::Audio { quick } => {
+            cargo_bench("spice-fake-devices", "audio", quick)?;
+            audio_table()
+        }
     }
+}
+
+fn audio_table() -> anyhow::Result<ExitCode> {
+    let root = crate::util::target_dir().join("criterion/audio");
+    let stream: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("stream.json"))?)?;
+    let seconds = stream["seconds"].as_f64().context("stream.json: seconds")?;
+    let bytes = stream["compressed_bytes"].as_f64().unwrap_or(f64::NAN);
+    let rt = |name: &str| {
+        mean_s(&root.join(name))
+            .map(|t| seconds / t)
+            .with_context(|| format!("no criterion estimate for audio/{name}"))
+    };
+    let (enc, dec, raw) = (
+        rt("opus_encode_10s")?,
+        rt("opus_decode_10s")?,
+        rt("raw_bytes_10s")?,
+    );
+    println!("| stream | Opus encode x real time | Opus decode x real time | Opus kbit/s | raw copy x real time |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| fake sound card, seed 0, {seconds:.0} s, 48 kHz stereo | {enc:.0}x | {dec:.0}x | {:.0} | {raw:.0}x |",
+        bytes * 8.0 / seconds / 1000.0
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_set(dir: &Path) -> anyhow::Result<ExitCode> {

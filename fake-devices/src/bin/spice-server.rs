@@ -6,6 +6,11 @@
 //! prints `listening on ADDR` once the socket is bound (with `:0`, the port the OS picked),
 //! logs through `tracing` to stderr (`RUST_LOG` filters; default `info`), and runs until
 //! Ctrl-C. Exit codes: 0 on a clean stop, 1 on a runtime error, 2 on bad arguments.
+//!
+//! With `--audio playback,record` it has a sound card too: a playback device playing a
+//! seeded program of tones, chirps and silences (`--audio-seed`, `--audio-rate`,
+//! `--playback-script`) and a record device keeping what clients send (`--record-rate`,
+//! `--record-script`); `--audio-dump DIR` writes both streams as raw PCM while they flow.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,10 +19,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use spice_fake_devices::audio::{FakePlayback, FakeRecord, Script};
 use spice_fake_devices::input::{to_json_line, EventLog, FakeKeyboard, FakeMouse, FakeTablet};
 use spice_fake_devices::qxl::FakeQxl;
 use spice_fake_devices::screen::FakeScreen;
 use spice_server::link::Ticketing;
+use spice_server::vdi::{PlaybackCall, PlaybackDevice, RecordCall, RecordDevice};
 use spice_server::{Config, ImageCompression, Server};
 
 #[derive(Parser, Debug)]
@@ -64,6 +71,111 @@ struct Args {
     /// makes the link keys predictable, so use it for reproducing runs only.
     #[arg(long)]
     seed: Option<u64>,
+    /// The sound card's devices: playback (the guest's output, a seeded program of tones,
+    /// chirps and silences), record (the guest's input, a sink that keeps what clients send),
+    /// or both: `--audio playback,record`. None unless given.
+    #[arg(long, value_name = "DEVICES", value_delimiter = ',')]
+    audio: Vec<AudioDevice>,
+    /// Seed of the playback program (the same seed plays the same samples).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    audio_seed: u64,
+    /// The sound card's sample rate in Hz (8000..=192000; Opus is used only at 48000 and
+    /// the other rates libopus runs at).
+    #[arg(long, value_name = "HZ", default_value_t = 48_000,
+          value_parser = clap::value_parser!(u32).range(8_000..=192_000))]
+    audio_rate: u32,
+    /// The record device's rate in Hz, if not --audio-rate (44100 makes clients send raw
+    /// PCM: Opus does not run at it).
+    #[arg(long, value_name = "HZ",
+          value_parser = clap::value_parser!(u32).range(8_000..=192_000))]
+    record_rate: Option<u32>,
+    /// Compress playback with Opus for clients that can decode it (on, the reference's
+    /// default) or always send raw PCM (off).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    playback_compression: bool,
+    /// What the playback device does when, in ms after it first runs:
+    /// `MS:ACTION[,MS:ACTION...]` with actions start, stop, mute, unmute, volume=L/R
+    /// (0..=65535 each). Replaces the default `0:start`, e.g.
+    /// `0:start,2000:volume=20000/30000,2500:mute,3000:unmute,4000:stop`.
+    #[arg(long, value_name = "SCRIPT", default_value = "0:start")]
+    playback_script: Script,
+    /// The same for the record device (default `0:start`: capture from the start).
+    #[arg(long, value_name = "SCRIPT", default_value = "0:start")]
+    record_script: Script,
+    /// Write the playback device's samples (DIR/playback.raw) and the record device's
+    /// (DIR/record.raw) as raw S16LE stereo PCM while they flow.
+    #[arg(long, value_name = "DIR")]
+    audio_dump: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum AudioDevice {
+    Playback,
+    Record,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("on or off".into()),
+    }
+}
+
+/// A device whose samples are also appended to a file as they flow (`--audio-dump`).
+struct Dump<D> {
+    inner: D,
+    out: BufWriter<File>,
+}
+
+impl<D> Dump<D> {
+    fn write(&mut self, frames: &[u32]) {
+        let _ = self
+            .out
+            .write_all(&spice_audio::pcm::frames_to_bytes(frames));
+        // Flushed at once: tests read the file while we run.
+        let _ = self.out.flush();
+    }
+}
+
+impl<D: PlaybackDevice> PlaybackDevice for Dump<D> {
+    fn rate(&self) -> u32 {
+        self.inner.rate()
+    }
+
+    fn run(&mut self, now_ms: u64) -> Vec<PlaybackCall> {
+        let calls = self.inner.run(now_ms);
+        for c in &calls {
+            if let PlaybackCall::Samples(f) = c {
+                self.write(f);
+            }
+        }
+        calls
+    }
+
+    fn next_wakeup(&self) -> Option<u64> {
+        self.inner.next_wakeup()
+    }
+}
+
+impl<D: RecordDevice> RecordDevice for Dump<D> {
+    fn rate(&self) -> u32 {
+        self.inner.rate()
+    }
+
+    fn run(&mut self, now_ms: u64) -> Vec<RecordCall> {
+        self.inner.run(now_ms)
+    }
+
+    fn samples(&mut self, frames: &[u32]) {
+        self.write(frames);
+        self.inner.samples(frames);
+    }
+
+    fn next_wakeup(&self) -> Option<u64> {
+        self.inner.next_wakeup()
+    }
 }
 
 fn main() -> ExitCode {
@@ -121,16 +233,17 @@ fn run(args: Args) -> std::io::Result<()> {
         }
     };
     let cfg = Config {
-        ticketing: match args.password {
+        ticketing: match args.password.clone() {
             Some(password) => Ticketing::Password {
                 password,
                 expires_at_ms: None,
             },
             None => Ticketing::Disabled,
         },
-        name: Some(args.name),
+        name: Some(args.name.clone()),
         uuid: Some(uuid_from_seed(uuid_seed)),
         image_compression: args.image_compression,
+        playback_compression: args.playback_compression,
         seed: args.seed,
         ..Config::default()
     };
@@ -159,6 +272,9 @@ fn run(args: Args) -> std::io::Result<()> {
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
     server.set_tablet(Box::new(FakeTablet::new(log.clone())));
+    if !args.audio.is_empty() {
+        attach_audio(&mut server, &args, &log)?;
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,6 +295,48 @@ fn run(args: Args) -> std::io::Result<()> {
         })
         .await
     })
+}
+
+/// The sound card of `--audio`: devices that keep no history (a long run would grow
+/// without bound; `--audio-dump` writes the samples instead).
+fn attach_audio(server: &mut Server, args: &Args, log: &EventLog) -> std::io::Result<()> {
+    let dump = |name: &str| -> std::io::Result<Option<BufWriter<File>>> {
+        match &args.audio_dump {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                Ok(Some(BufWriter::new(File::create(dir.join(name))?)))
+            }
+            None => Ok(None),
+        }
+    };
+    if args.audio.contains(&AudioDevice::Playback) {
+        let dev = FakePlayback::new(args.audio_seed, log.clone())
+            .with_rate(args.audio_rate)
+            .with_script(args.playback_script.clone())
+            .with_history_limit(0);
+        match dump("playback.raw")? {
+            Some(out) => server.set_playback_device(Box::new(Dump { inner: dev, out })),
+            None => server.set_playback_device(Box::new(dev)),
+        }
+        tracing::info!(
+            seed = args.audio_seed,
+            rate = args.audio_rate,
+            "playback device"
+        );
+    }
+    if args.audio.contains(&AudioDevice::Record) {
+        let rate = args.record_rate.unwrap_or(args.audio_rate);
+        let dev = FakeRecord::new(log.clone())
+            .with_rate(rate)
+            .with_script(args.record_script.clone())
+            .with_history_limit(0);
+        match dump("record.raw")? {
+            Some(out) => server.set_record_device(Box::new(Dump { inner: dev, out })),
+            None => server.set_record_device(Box::new(dev)),
+        }
+        tracing::info!(rate, "record device");
+    }
+    Ok(())
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
