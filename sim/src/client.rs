@@ -21,6 +21,8 @@ use spice_proto::messages::{BaseClient, BaseServer, ChannelType, MainClient, Mes
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
+use crate::flow::Flow;
+
 /// Which way bytes went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Dir {
@@ -112,6 +114,16 @@ pub struct Conn {
     pub channel: ChannelType,
     /// The server's link reply (its caps).
     pub server_caps: Caps,
+    /// The flow window this connection reads under, and its address (see [`crate::flow`]).
+    flow: Option<(Flow, std::net::SocketAddr)>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some((f, addr)) = &self.flow {
+            f.release(*addr);
+        }
+    }
 }
 
 /// What a client asks for when linking.
@@ -122,6 +134,11 @@ pub struct LinkParams<'a> {
     pub channel_id: u8,
     pub connection_id: u32,
     pub password: &'a str,
+    /// Channel capabilities to offer on top of the defaults (audio: `VOLUME`, `OPUS`, ...).
+    pub extra_caps: &'a [u32],
+    /// Make the server's writes to this connection wait for the client to read (TCP flow
+    /// control, see [`crate::flow`]).
+    pub flow: Option<Flow>,
 }
 
 impl Conn {
@@ -134,6 +151,13 @@ impl Conn {
         rec: Rc<RefCell<Recorder>>,
     ) -> Result<Conn, ClientError> {
         let stream = TcpStream::connect((p.server, p.port)).await?;
+        let flow = match (&p.flow, stream.local_addr()) {
+            (Some(f), Ok(addr)) => {
+                f.register(addr, crate::flow::WINDOW);
+                Some((f.clone(), addr))
+            }
+            _ => None,
+        };
         let mut c = Conn {
             stream,
             kind: HeaderKind::Full,
@@ -145,6 +169,7 @@ impl Conn {
             conn,
             channel: p.channel,
             server_caps: Caps::default(),
+            flow,
         };
         let mut caps = Caps::default();
         caps.set_common(caps::common::PROTOCOL_AUTH_SELECTION);
@@ -161,6 +186,9 @@ impl Conn {
                 caps.set_channel(caps::display::PREF_COMPRESSION);
             }
             _ => {}
+        }
+        for &c in p.extra_caps {
+            caps.set_channel(c);
         }
         let mess = LinkMess {
             connection_id: p.connection_id,
@@ -198,6 +226,13 @@ impl Conn {
         Ok(c)
     }
 
+    /// The client read `n` bytes: its flow window opens by that much.
+    fn opened(&self, n: usize) {
+        if let Some((f, addr)) = &self.flow {
+            f.read(*addr, n);
+        }
+    }
+
     fn record(&self, dir: Dir, bytes: &[u8]) {
         self.rec.borrow_mut().chunks.push(Chunk {
             t_us: now_us(),
@@ -219,6 +254,7 @@ impl Conn {
     async fn read_exact(&mut self, n: usize) -> Result<Vec<u8>, ClientError> {
         let mut b = vec![0u8; n];
         self.stream.read_exact(&mut b).await?;
+        self.opened(n);
         self.record(Dir::ServerToClient, &b);
         Ok(b)
     }
@@ -271,6 +307,7 @@ impl Conn {
                 return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
             buf.truncate(n);
+            self.opened(n);
             self.record(Dir::ServerToClient, &buf);
             self.framer.push(&buf);
         }

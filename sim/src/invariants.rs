@@ -13,11 +13,23 @@
 //!   fake display's settled frame.
 //! - The bytes queued for any one connection stay under the output cap plus one message.
 //! - After every client leaves, the server holds no connection and no session.
+//! - Sound ([`check_audio`]): every playback connection's messages decode (Opus packets to
+//!   one 10 ms frame each), its mode follows the client's `OPUS` capability, every `start`
+//!   is stereo S16 at the card's rate, and its `data` timestamps strictly increase. Raw audio
+//!   is never invented or reordered: what a connection received is, in order, a subsequence
+//!   of the frames the card played; while the client keeps up
+//!   ([`ClientPlan::keeps_up`]) nothing is lost: it is one contiguous run of them. Whatever
+//!   the clients do, the server's playback queues never hold more than
+//!   `Budgets::playback_queue_frames`. Record data reaches the card in order and once: the
+//!   card's frames are a subsequence of what the recording client sent (raw; Opus: no more
+//!   frames than sent, whole 10 ms frames), and all of it for a client nothing could cut
+//!   off.
 
 use std::cell::RefCell;
 
 use spice_fake_devices::input::{Device, InputEvent, Record};
 
+use crate::audio::{PlaybackLog, RecordLog};
 use crate::plan::{client_of_key, ClientPlan, Input};
 use crate::world::{ClientReport, ServerStats};
 use crate::Options;
@@ -222,9 +234,193 @@ pub fn check_resizes(
     v
 }
 
+/// What the sound invariants look at.
+pub struct AudioRun<'a> {
+    pub opts: &'a Options,
+    pub plans: &'a [ClientPlan],
+    pub playback: &'a [PlaybackLog],
+    pub record: &'a [RecordLog],
+    /// The frames the fake card played (handed to the server), in order.
+    pub generated: &'a [u32],
+    /// The frames the fake card's record side received, in order.
+    pub received: &'a [u32],
+    pub stats: &'a ServerStats,
+}
+
+/// The card's rate (the fake card's default).
+const RATE: u32 = spice_fake_devices::audio::DEFAULT_RATE;
+/// Frames per 10 ms packet at that rate.
+const PACKET: usize = spice_server::vdi::AUDIO_FRAME_SAMPLES;
+
+/// Whether `run` occurs in `all` as one contiguous run.
+pub fn is_contiguous_run(run: &[u32], all: &[u32]) -> bool {
+    let Some(&first) = run.first() else {
+        return true;
+    };
+    if run.len() > all.len() {
+        return false;
+    }
+    (0..=all.len() - run.len()).any(|p| all[p] == first && all[p..p + run.len()] == *run)
+}
+
+/// Whether `a` appears in `b` in order (not necessarily contiguous), each element used once.
+pub fn is_subsequence_of<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    let mut it = b.iter();
+    a.iter().all(|x| it.any(|y| y == x))
+}
+
+/// The sound invariants.
+pub fn check_audio(r: &AudioRun<'_>) -> Vec<String> {
+    let mut v = Vec::new();
+    let plan_of = |k: u32| r.plans.iter().find(|p| p.index == k);
+    for l in r.playback {
+        let who = format!("client {} playback (connection {})", l.client, l.conn);
+        for e in l.errors.iter().take(3) {
+            v.push(format!("{who}: {e}"));
+        }
+        let want = if l.opus_offered {
+            spice_proto::messages::playback::AudioDataMode::Opus
+        } else {
+            spice_proto::messages::playback::AudioDataMode::Raw
+        };
+        if let Some(mode) = l.mode() {
+            if mode != want {
+                v.push(format!(
+                    "{who}: mode {} where the client {} OPUS (compression on, {RATE} Hz)",
+                    mode.name(),
+                    if l.opus_offered {
+                        "offered"
+                    } else {
+                        "did not offer"
+                    }
+                ));
+            }
+        } else if !l.packets.is_empty() {
+            v.push(format!("{who}: data before any mode"));
+        }
+        for s in &l.starts {
+            if (s.0, s.1, s.2) != (2, 1, RATE) {
+                v.push(format!(
+                    "{who}: start with {} channels, format {}, {} Hz (want 2, S16, {RATE})",
+                    s.0, s.1, s.2
+                ));
+            }
+        }
+        if let Some(w) = l
+            .packets
+            .windows(2)
+            .find(|w| (w[1].0.wrapping_sub(w[0].0) as i32) <= 0)
+        {
+            v.push(format!(
+                "{who}: data timestamps do not strictly increase ({} then {})",
+                w[0].0, w[1].0
+            ));
+        }
+        match l.mode() {
+            Some(spice_proto::messages::playback::AudioDataMode::Opus) => {
+                if let Some((i, p)) = l.packets.iter().enumerate().find(|(_, p)| p.1 != PACKET) {
+                    v.push(format!(
+                        "{who}: Opus packet #{i} decoded to {} frames, not {PACKET}",
+                        p.1
+                    ));
+                }
+            }
+            Some(spice_proto::messages::playback::AudioDataMode::Raw) => {
+                let keeps_up = plan_of(l.client).is_some_and(|p| p.keeps_up()) && !l.stalled;
+                if keeps_up && !is_contiguous_run(&l.frames, r.generated) {
+                    v.push(format!(
+                        "{who}: the client kept up but its {} frames ({} packets) are not one contiguous run of the card's {} frames: audio was lost",
+                        l.frames.len(),
+                        l.packets.len(),
+                        r.generated.len()
+                    ));
+                } else if !is_subsequence_of(&l.frames, r.generated) {
+                    v.push(format!(
+                        "{who}: its {} frames are not, in order, frames the card played: audio invented or reordered",
+                        l.frames.len()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let cap = spice_server::Budgets::default()
+        .playback_queue_frames
+        .max(PACKET);
+    if r.stats.max_playback_queued > cap {
+        v.push(format!(
+            "the server's playback queues held {} frames (budget playback_queue_frames {cap})",
+            r.stats.max_playback_queued
+        ));
+    }
+    // Record: one client records (see plan::AudioPlan::records); its connections in order.
+    let sent: Vec<u32> = r
+        .record
+        .iter()
+        .flat_map(|l| l.frames.iter().copied())
+        .collect();
+    for l in r.record {
+        for e in l.errors.iter().take(3) {
+            v.push(format!(
+                "client {} record (connection {}): {e}",
+                l.client, l.conn
+            ));
+        }
+    }
+    let opus = r
+        .record
+        .iter()
+        .any(|l| l.mode == Some(spice_proto::messages::playback::AudioDataMode::Opus));
+    let whole = r.record.first().is_some_and(|l| {
+        plan_of(l.client).is_some_and(|p| p.lossless() && p.hold.is_none())
+            && r.record
+                .iter()
+                .all(|l| !l.closed_by_server && l.stops == 0 && l.starts > 0)
+    });
+    if opus {
+        if r.received.len() > sent.len() || r.received.len() % PACKET != 0 {
+            v.push(format!(
+                "record: the card received {} frames from {} Opus-encoded frames sent (want at most that many, whole {PACKET}-frame packets)",
+                r.received.len(),
+                sent.len()
+            ));
+        } else if whole && r.received.len() != sent.len() {
+            v.push(format!(
+                "record: the card received {} of the {} frames the client sent (nothing could cut it off)",
+                r.received.len(),
+                sent.len()
+            ));
+        }
+    } else if !is_subsequence_of(r.received, &sent) {
+        v.push(format!(
+            "record: the card's {} frames are not, in order and once, frames the client sent ({})",
+            r.received.len(),
+            sent.len()
+        ));
+    } else if whole && r.received != sent.as_slice() {
+        v.push(format!(
+            "record: the card received {} of the {} frames the client sent (nothing could cut it off)",
+            r.received.len(),
+            sent.len()
+        ));
+    }
+    let _ = r.opts;
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contiguous_runs() {
+        let all = [0, 0, 1, 2, 0, 1, 3];
+        assert!(is_contiguous_run(&[0, 1, 3], &all));
+        assert!(is_contiguous_run(&[], &all));
+        assert!(!is_contiguous_run(&[1, 2, 1], &all));
+        assert!(!is_contiguous_run(&[2, 0, 3], &all));
+        assert!(is_subsequence_of(&[2, 0, 3], &all));
+    }
 
     #[test]
     fn subsequence_respects_order_and_multiplicity() {

@@ -5,12 +5,16 @@
 //! the fake devices, and `clients` client hosts, each following a plan generated from the seed
 //! ([`plan`]). Faults ([`Faults`]) come from the same seed: link latency and jitter, links held
 //! and released, partitions, clients that crash mid-message, stop reading, or send hostile
-//! bytes. After the run the invariants are checked ([`invariants`]) and the run's transcript
+//! bytes. Clients also play and record sound ([`audio`]) through the fake sound card; the
+//! playback connections are flow-controlled ([`flow`]) so a client that stops reading is
+//! seen by the server as it would be over real TCP. After the run the invariants are checked ([`invariants`]) and the run's transcript
 //! (every byte each way, with simulated times) is hashed: same seed and options, same hash.
 //!
 //! Must not: read the wall clock, spawn threads, or take randomness from anywhere but the seed.
 
+pub mod audio;
 pub mod client;
+pub mod flow;
 pub mod invariants;
 pub mod pcap;
 pub mod plan;

@@ -62,9 +62,41 @@ pub struct ClientPlan {
     /// When the client leaves (simulated ms), if it has not crashed: it stays connected,
     /// receiving, until the end of the run's duration.
     pub end_ms: u64,
+    /// Its sound channels.
+    pub audio: AudioPlan,
+}
+
+/// What a client does with sound, drawn from the seed apart from the rest of the plan (so
+/// the other plans stay as they were).
+#[derive(Debug, Clone, Default)]
+pub struct AudioPlan {
+    /// It offers the playback channel's `OPUS` capability.
+    pub opus_playback: bool,
+    /// It links the record channel and sends from its source (one client per run: the
+    /// server serves one record client at a time, a newer link replacing the older).
+    pub records: bool,
+    /// It offers the record channel's `OPUS` capability.
+    pub opus_record: bool,
+    /// The seed of its record PCM.
+    pub record_seed: u64,
+    /// Stop reading the playback channel for a while: (ms after it links, length ms); set
+    /// when the plan stalls (the `stall` fault).
+    pub playback_stall: Option<(u64, u64)>,
 }
 
 impl ClientPlan {
+    /// Whether this client keeps up with the playback channel: it reads it all the time and
+    /// gets every byte the server writes, in time. Latency and jitter (at most 50 ms, far
+    /// less than the flow window of raw audio) do not stop that; a stalled reader, a held or
+    /// partitioned link, or a crash do.
+    pub fn keeps_up(&self) -> bool {
+        self.stall.is_none()
+            && self.audio.playback_stall.is_none()
+            && self.hold.is_none()
+            && self.partition.is_none()
+            && self.crash.is_none()
+    }
+
     /// Whether every input of this client must reach the devices (no fault of its own can lose
     /// any).
     ///
@@ -108,7 +140,7 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
     let mut rng = ChaCha20Rng::seed_from_u64(opts.seed ^ 0x5eed_91a5);
     let f: Faults = opts.faults;
     let horizon = opts.duration_s * 1000;
-    (0..opts.clients)
+    let mut plans = (0..opts.clients)
         .map(|k| {
             let start_ms = range(&mut rng, 0, 1000);
             let n = range(&mut rng, 8, 40) as usize;
@@ -152,6 +184,7 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
                 latency: None,
                 end_ms: horizon,
                 reconnect: None,
+                audio: AudioPlan::default(),
             };
             if chance(&mut rng, 25) {
                 plan.reconnect = Some(range(&mut rng, 1, n as u64) as usize);
@@ -191,5 +224,26 @@ pub fn generate(opts: &Options) -> Vec<ClientPlan> {
             }
             plan
         })
-        .collect()
+        .collect::<Vec<_>>();
+    draw_audio(opts, &mut plans);
+    plans
+}
+
+/// The sound part of the plans, from its own stream of the seed.
+fn draw_audio(opts: &Options, plans: &mut [ClientPlan]) {
+    let mut rng = ChaCha20Rng::seed_from_u64(opts.seed ^ 0xa0d1_0a0d);
+    let recorder = match plans.len() {
+        0 => None,
+        n => Some(rng.next_u64() % n as u64),
+    };
+    for p in plans.iter_mut() {
+        p.audio.opus_playback = chance(&mut rng, 50);
+        p.audio.opus_record = chance(&mut rng, 50);
+        p.audio.record_seed = rng.next_u64();
+        p.audio.records = recorder == Some(u64::from(p.index));
+        let at = range(&mut rng, 0, 3000);
+        if let Some((_, len)) = p.stall {
+            p.audio.playback_stall = Some((at, len));
+        }
+    }
 }

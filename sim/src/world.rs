@@ -3,9 +3,12 @@
 //! The server host binds port 5900 on turmoil's network and runs [`spice_server::net::serve`]
 //! with fake keyboard, mouse and tablet logging into one [`EventLog`]; after every step of its
 //! event loop it records what the invariants need (bytes queued per connection, connections
-//! and sessions alive). Each client host links main, asks for client mouse mode, links inputs,
-//! sends its plan's inputs and faults, then leaves; the world then runs until the network is
-//! quiet, and [`crate::invariants`] judges the run.
+//! and sessions alive, audio queued). The server also has the fake sound card
+//! ([`FakePlayback`] playing its seeded program, [`FakeRecord`] keeping what it gets). Each
+//! client host links main, asks for client mouse mode, links inputs, display and playback
+//! (flow-controlled, see [`crate::flow`]; with or without `OPUS` as its plan says) and, for
+//! the one recording client, record; it sends its plan's inputs and faults, then leaves; the
+//! world then runs until the network is quiet, and [`crate::invariants`] judges the run.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use spice_fake_devices::audio::{FakePlayback, FakeRecord};
 use spice_fake_devices::input::{EventLog, FakeKeyboard, FakeMouse, FakeTablet};
 use spice_proto::messages::display::DisplayInit;
 use spice_proto::messages::main::MouseMode;
@@ -22,7 +26,9 @@ use spice_proto::messages::{
 use spice_server::link::Ticketing;
 use spice_server::{Config, Server};
 
+use crate::audio::{PlaybackLog, RecordLog, RecordSource};
 use crate::client::{ClientError, Conn, LinkParams, Recorder};
+use crate::flow::{Flow, FlowStream};
 use crate::plan::{ClientPlan, HostileKind, Input};
 use crate::Options;
 
@@ -39,6 +45,10 @@ pub struct ServerStats {
     pub max_queued: usize,
     pub connections: usize,
     pub sessions: usize,
+    /// The most audio frames the server's playback queues held after any step.
+    pub max_playback_queued: usize,
+    /// The server's audio counters at the end.
+    pub audio: spice_server::channel::playback::AudioStats,
 }
 
 /// What one client did.
@@ -76,6 +86,13 @@ pub struct Outcome {
     pub reports: Vec<ClientReport>,
     /// Every byte each way, with simulated times (for `--pcap`).
     pub chunks: Vec<crate::client::Chunk>,
+    /// What each playback connection received, and what each record connection sent.
+    pub playback: Vec<PlaybackLog>,
+    pub record: Vec<RecordLog>,
+    /// Frames the fake sound card played (handed to the server) and the frames its record
+    /// side received.
+    pub generated_frames: usize,
+    pub recorded_frames: usize,
 }
 
 impl Outcome {
@@ -182,13 +199,27 @@ impl spice_server::vdi::QxlDevice for StallingQxl {
     }
 }
 
-struct TurmoilListener(turmoil::net::TcpListener);
+struct TurmoilListener(turmoil::net::TcpListener, Flow);
 
 impl spice_server::net::Listener for TurmoilListener {
-    type Stream = turmoil::net::TcpStream;
-    async fn accept(&mut self) -> std::io::Result<turmoil::net::TcpStream> {
-        Ok(self.0.accept().await?.0)
+    type Stream = FlowStream;
+    async fn accept(&mut self) -> std::io::Result<FlowStream> {
+        Ok(FlowStream::new(self.0.accept().await?.0, self.1.clone()))
     }
+}
+
+/// The sound card's two sides, kept by the world to judge the run (the server owns clones).
+#[derive(Default)]
+struct Card {
+    playback: Option<FakePlayback>,
+    record: Option<FakeRecord>,
+}
+
+/// Every audio connection's log, in the order they were made.
+#[derive(Default)]
+pub struct AudioLogs {
+    pub playback: Vec<Rc<RefCell<PlaybackLog>>>,
+    pub record: Vec<Rc<RefCell<RecordLog>>>,
 }
 
 fn client_name(k: u32) -> String {
@@ -205,7 +236,10 @@ pub fn run(opts: &Options) -> Outcome {
     b.simulation_duration(Duration::from_secs(opts.duration_s + 300))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(0))
-        .max_message_latency(Duration::from_millis(1));
+        .max_message_latency(Duration::from_millis(1))
+        // A stalled playback reader leaves up to a flow window of small segments (Opus
+        // packets) in its socket: more than turmoil's default of 64.
+        .tcp_capacity(1 << 14);
     let turmoil_rng = ChaCha20Rng::seed_from_u64(world_rng.next_u64());
     let mut sim = b.build_with_rng(Box::new(turmoil_rng));
 
@@ -244,7 +278,14 @@ pub fn run(opts: &Options) -> Outcome {
     let audit: Rc<RefCell<Option<Rc<RefCell<spice_fake_devices::qxl::Audit>>>>> =
         Rc::new(RefCell::new(None));
     let device = opts.device;
+    let flow = Flow::default();
+    let card: Rc<RefCell<Card>> = Rc::new(RefCell::new(Card::default()));
+    let audio_logs: Rc<RefCell<AudioLogs>> = Rc::new(RefCell::new(AudioLogs::default()));
+    // The sound card's program comes from the seed, apart from the other draws.
+    let card_seed = opts.seed ^ 0x50_1a7b_ac4d;
     {
+        let flow = flow.clone();
+        let card = card.clone();
         let log = log.clone();
         let stats = stats.clone();
         let device_stalls = device_stalls.clone();
@@ -255,6 +296,8 @@ pub fn run(opts: &Options) -> Outcome {
             let stats = stats.clone();
             let cfg = cfg.clone();
             let device_stalls = device_stalls.clone();
+            let flow = flow.clone();
+            let card = card.clone();
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let mut server = Server::new(cfg);
@@ -287,10 +330,18 @@ pub fn run(opts: &Options) -> Outcome {
                 server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
                 server.set_mouse(Box::new(FakeMouse::new(log.clone())));
                 server.set_tablet(Box::new(FakeTablet::new(log.clone())));
+                let playback = FakePlayback::new(card_seed, log.clone());
+                let record = FakeRecord::new(log.clone());
+                server.set_playback_device(Box::new(playback.clone()));
+                server.set_record_device(Box::new(record.clone()));
+                *card.borrow_mut() = Card {
+                    playback: Some(playback),
+                    record: Some(record),
+                };
                 let start = tokio::time::Instant::now();
                 spice_server::net::serve(
                     &mut server,
-                    TurmoilListener(listener),
+                    TurmoilListener(listener, flow),
                     std::future::pending(),
                     |s| {
                         log.set_now(start.elapsed().as_millis() as u64);
@@ -299,6 +350,9 @@ pub fn run(opts: &Options) -> Outcome {
                         st.max_queued = st.max_queued.max(s.max_queued_bytes());
                         st.connections = s.connection_count();
                         st.sessions = s.session_count();
+                        st.max_playback_queued =
+                            st.max_playback_queued.max(s.playback_queued_frames());
+                        st.audio = s.audio_stats();
                     },
                 )
                 .await?;
@@ -316,6 +370,7 @@ pub fn run(opts: &Options) -> Outcome {
         let report = report.clone();
         let rec = rec.clone();
         let seed = world_rng.next_u64();
+        let audio = (flow.clone(), audio_logs.clone());
         sim.client(client_name(plan.index), async move {
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
@@ -324,7 +379,7 @@ pub fn run(opts: &Options) -> Outcome {
             let limit = Duration::from_millis(plan.end_ms) + Duration::from_secs(60);
             let r = match tokio::time::timeout(
                 limit,
-                run_client(&plan, &mut rng, rec, &report, (screen_size, device)),
+                run_client(&plan, &mut rng, rec, &report, (screen_size, device), &audio),
             )
             .await
             {
@@ -411,6 +466,31 @@ pub fn run(opts: &Options) -> Outcome {
     let stats = stats.borrow().clone();
     let rec = rec.borrow();
     let mut violations = crate::invariants::check(opts, &plans, &reports, &log.records(), &stats);
+    let card = card.borrow();
+    let generated = card
+        .playback
+        .as_ref()
+        .map(FakePlayback::generated)
+        .unwrap_or_default();
+    let received = card
+        .record
+        .as_ref()
+        .map(FakeRecord::received)
+        .unwrap_or_default();
+    let logs = audio_logs.borrow();
+    let playback: Vec<PlaybackLog> = logs.playback.iter().map(|l| l.borrow().clone()).collect();
+    let record: Vec<RecordLog> = logs.record.iter().map(|l| l.borrow().clone()).collect();
+    violations.extend(crate::invariants::check_audio(
+        &crate::invariants::AudioRun {
+            opts,
+            plans: &plans,
+            playback: &playback,
+            record: &record,
+            generated: &generated,
+            received: &received,
+            stats: &stats,
+        },
+    ));
     if let Some(a) = audit.borrow().as_ref() {
         violations.extend(crate::invariants::check_releases(&a.borrow()));
         violations.extend(crate::invariants::check_resizes(
@@ -440,6 +520,10 @@ pub fn run(opts: &Options) -> Outcome {
         } else {
             Vec::new()
         },
+        generated_frames: generated.len(),
+        recorded_frames: received.len(),
+        playback,
+        record,
     }
 }
 
@@ -470,6 +554,11 @@ struct Live {
     display_task: tokio::task::JoinHandle<()>,
     display_tx: tokio::sync::oneshot::Sender<()>,
     screen: Rc<RefCell<crate::screen::Screen>>,
+    /// The sound channels' tasks (playback always, record if the plan says) and their stops.
+    audio_tasks: Vec<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 impl Live {
@@ -477,10 +566,23 @@ impl Live {
     fn crash(self) {
         self.main_task.abort();
         self.display_task.abort();
+        for (t, _) in &self.audio_tasks {
+            t.abort();
+        }
     }
 
     /// Leave in an orderly way.
     async fn close(self) {
+        // Record first, and a moment for its last data to arrive (latency and jitter reorder
+        // connections, and main closing ends the session), then playback.
+        let records = self.audio_tasks.len() > 1;
+        for (t, tx) in self.audio_tasks {
+            let _ = tx.send(());
+            let _ = t.await;
+            if records {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         let _ = self.display_tx.send(());
         let _ = self.display_task.await;
         let _ = self.main_tx.send(());
@@ -497,6 +599,7 @@ async fn connect_session(
     rec: &Rc<RefCell<Recorder>>,
     report: &Rc<RefCell<ClientReport>>,
     conn_base: u32,
+    audio: &(Flow, Rc<RefCell<AudioLogs>>),
 ) -> Result<Live, ClientError> {
     let k = plan.index;
     let params = |channel, connection_id| LinkParams {
@@ -506,6 +609,8 @@ async fn connect_session(
         channel_id: 0,
         connection_id,
         password: PASSWORD,
+        extra_caps: &[],
+        flow: None,
     };
     let mut main = Conn::link(params(ChannelType::Main, 0), k, conn_base, rng, rec.clone()).await?;
     // init, then the rest of what main sends at start.
@@ -609,6 +714,7 @@ async fn connect_session(
             }
         }
     });
+    let audio_tasks = link_audio(plan, rng, rec, conn_base, init.session_id, audio).await?;
     Ok(Live {
         inputs,
         main_task,
@@ -617,7 +723,94 @@ async fn connect_session(
         display_task,
         display_tx,
         screen,
+        audio_tasks,
     })
+}
+
+type AudioTask = (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+/// Link the sound channels: record (if the plan says) and playback (always, flow-controlled),
+/// each read or fed by its own task.
+async fn link_audio(
+    plan: &ClientPlan,
+    rng: &mut ChaCha20Rng,
+    rec: &Rc<RefCell<Recorder>>,
+    conn_base: u32,
+    session_id: u32,
+    (flow, logs): &(Flow, Rc<RefCell<AudioLogs>>),
+) -> Result<Vec<AudioTask>, ClientError> {
+    let k = plan.index;
+    let a = &plan.audio;
+    let mut tasks = Vec::new();
+    if a.records {
+        let caps = crate::audio::record_caps(a.opus_record);
+        let conn = Conn::link(
+            LinkParams {
+                server: SERVER,
+                port: PORT,
+                channel: ChannelType::Record,
+                channel_id: 0,
+                connection_id: session_id,
+                password: PASSWORD,
+                extra_caps: &caps,
+                flow: None,
+            },
+            k,
+            conn_base + 4,
+            rng,
+            rec.clone(),
+        )
+        .await?;
+        let log = Rc::new(RefCell::new(RecordLog {
+            client: k,
+            conn: conn_base + 4,
+            opus_offered: a.opus_record,
+            ..RecordLog::default()
+        }));
+        logs.borrow_mut().record.push(log.clone());
+        // A reconnected client's source goes on where it was: its frames stay unique.
+        let source = RecordSource::new(a.record_seed.wrapping_add(u64::from(conn_base) << 24));
+        let (tx, stop) = tokio::sync::oneshot::channel();
+        let t = tokio::task::spawn_local(crate::audio::record_sender(conn, log, source, stop));
+        tasks.push((t, tx));
+    }
+    let caps = crate::audio::playback_caps(a.opus_playback);
+    let conn = Conn::link(
+        LinkParams {
+            server: SERVER,
+            port: PORT,
+            channel: ChannelType::Playback,
+            channel_id: 0,
+            connection_id: session_id,
+            password: PASSWORD,
+            extra_caps: &caps,
+            flow: Some(flow.clone()),
+        },
+        k,
+        conn_base + 3,
+        rng,
+        rec.clone(),
+    )
+    .await?;
+    let log = Rc::new(RefCell::new(PlaybackLog {
+        client: k,
+        conn: conn_base + 3,
+        opus_offered: a.opus_playback,
+        ..PlaybackLog::default()
+    }));
+    logs.borrow_mut().playback.push(log.clone());
+    let (tx, stop) = tokio::sync::oneshot::channel();
+    let t = tokio::task::spawn_local(crate::audio::playback_reader(
+        conn,
+        log,
+        a.playback_stall,
+        stop,
+    ));
+    tasks.push((t, tx));
+    Ok(tasks)
 }
 
 /// One client's life: connect, send the plan's inputs (reconnecting once if the plan says so),
@@ -628,6 +821,7 @@ async fn run_client(
     rec: Rc<RefCell<Recorder>>,
     report: &Rc<RefCell<ClientReport>>,
     screen: ((u32, u32), crate::Device),
+    audio: &(Flow, Rc<RefCell<AudioLogs>>),
 ) -> Result<(), ClientError> {
     let crash_mid_link = plan.crash == Some((0, true));
     if crash_mid_link {
@@ -637,7 +831,7 @@ async fn run_client(
         s.write_all(b"REDQ\x02\x00\x00\x00").await?;
         return Ok(());
     }
-    let mut live = connect_session(plan, rng, &rec, report, 0).await?;
+    let mut live = connect_session(plan, rng, &rec, report, 0, audio).await?;
     let mut result = Ok(());
     for (i, (delay, input)) in plan.inputs.iter().enumerate() {
         if let Some((at, mid)) = plan.crash {
@@ -654,7 +848,7 @@ async fn run_client(
             // Let what was sent arrive, leave, and come back as a new session.
             tokio::time::sleep(Duration::from_millis(500)).await;
             live.close().await;
-            live = connect_session(plan, rng, &rec, report, 3).await?;
+            live = connect_session(plan, rng, &rec, report, 5, audio).await?;
             report.borrow_mut().reconnected = true;
         }
         if let Some((at, target, bytes)) = &plan.hostile {
