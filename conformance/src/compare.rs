@@ -7,7 +7,10 @@
 //!   like the reference, a reply of ours does not decode, our server closed a channel the
 //!   reference kept, a required message is missing, main's `init` reports another mouse mode,
 //!   the inputs acknowledged differ in number, or the input events our devices received differ
-//!   from what the reference's semantics give for the captured client messages;
+//!   from what the reference's semantics give for the captured client messages; playback:
+//!   another mode, `start` format, number of `data`, raw PCM, volume or mute, timestamps that
+//!   go back or stray more than a buffer from the reference's spacing; record: another
+//!   set-up, or (raw) other frames than the captured client sent;
 //! - **differs**: only allowed differences (a channel we do not offer yet, other optional
 //!   capabilities, optional messages, another valid choice such as the number and kind of
 //!   draw messages for the same screen);
@@ -19,7 +22,11 @@ use spice_proto::caps::{self, Caps};
 use spice_proto::link::LinkError;
 use spice_proto::messages::inputs::{KeyboardModifiers, MouseButton};
 use spice_proto::messages::main::MouseMode;
-use spice_proto::messages::{AnyMessage, ChannelType, Direction, InputsClient, MainServer};
+use spice_proto::messages::playback::AudioDataMode;
+use spice_proto::messages::{
+    AnyMessage, ChannelType, Direction, InputsClient, MainServer, PlaybackServer, RecordClient,
+    RecordServer,
+};
 
 use crate::replay::ChannelReplay;
 
@@ -78,7 +85,12 @@ impl ChannelVerdict {
 fn offered(t: ChannelType) -> bool {
     matches!(
         t,
-        ChannelType::Main | ChannelType::Display | ChannelType::Inputs | ChannelType::Cursor
+        ChannelType::Main
+            | ChannelType::Display
+            | ChannelType::Inputs
+            | ChannelType::Cursor
+            | ChannelType::Playback
+            | ChannelType::Record
     )
 }
 
@@ -100,6 +112,9 @@ pub fn normalise(channel: ChannelType, name: &str) -> Option<String> {
                 Some(name.into())
             }
         }
+        // One message per 10 ms of sound: their number and content are judged apart
+        // (`compare_playback`).
+        ChannelType::Playback if name == "data" => Some("data*".into()),
         _ => Some(name.into()),
     }
 }
@@ -108,7 +123,7 @@ pub fn normalise(channel: ChannelType, name: &str) -> Option<String> {
 fn sequence(channel: ChannelType, names: impl Iterator<Item = &'static str>) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for n in names.filter_map(|n| normalise(channel, n)) {
-        if n == "draw*" && v.last().is_some_and(|l| l == "draw*") {
+        if (n == "draw*" || n == "data*") && v.last().is_some_and(|l| *l == n) {
             continue;
         }
         v.push(n);
@@ -123,6 +138,8 @@ fn required(channel: ChannelType) -> &'static [&'static str] {
         ChannelType::Inputs => &["init", "mouse_motion_ack"],
         ChannelType::Display => &["surface_create", "mark", "draw*"],
         ChannelType::Cursor => &["init"],
+        ChannelType::Playback => &["mode", "start", "data*", "stop", "volume", "mute"],
+        ChannelType::Record => &["start", "stop", "volume", "mute"],
         _ => &[],
     }
 }
@@ -145,6 +162,13 @@ fn cap_names(channel: ChannelType, bit: u32) -> String {
         (ChannelType::Display, caps::display::MULTI_CODEC) => "MULTI_CODEC",
         (ChannelType::Display, caps::display::CODEC_MJPEG) => "CODEC_MJPEG",
         (ChannelType::Display, caps::display::PREF_VIDEO_CODEC_TYPE) => "PREF_VIDEO_CODEC_TYPE",
+        (ChannelType::Playback, caps::playback::CELT_0_5_1) => "CELT_0_5_1",
+        (ChannelType::Playback, caps::playback::VOLUME) => "VOLUME",
+        (ChannelType::Playback, caps::playback::LATENCY) => "LATENCY",
+        (ChannelType::Playback, caps::playback::OPUS) => "OPUS",
+        (ChannelType::Record, caps::record::CELT_0_5_1) => "CELT_0_5_1",
+        (ChannelType::Record, caps::record::VOLUME) => "VOLUME",
+        (ChannelType::Record, caps::record::OPUS) => "OPUS",
         _ => "",
     };
     if name.is_empty() {
@@ -382,9 +406,224 @@ pub fn compare_channel(captured: &Channel, ours: &ChannelReplay) -> ChannelVerdi
                 );
             }
         }
+        ChannelType::Playback => compare_playback(&mut v, captured, ours),
+        ChannelType::Record => compare_record(&mut v, captured, ours),
         _ => {}
     }
     v
+}
+
+/// What a playback stream shows, from either side.
+#[derive(Debug, Default)]
+struct Sound {
+    modes: Vec<AudioDataMode>,
+    /// (channels, format, frequency, time).
+    starts: Vec<(u32, u16, u32, u32)>,
+    /// (timestamp, the last start's timestamp, the payload).
+    data: Vec<(u32, u32, Vec<u8>)>,
+    volumes: Vec<Vec<u16>>,
+    mutes: Vec<u8>,
+}
+
+impl Sound {
+    fn of<'a>(msgs: impl Iterator<Item = &'a AnyMessage>) -> Sound {
+        let mut s = Sound::default();
+        for m in msgs {
+            let AnyMessage::PlaybackServer(m) = m else {
+                continue;
+            };
+            match m {
+                PlaybackServer::Mode(md) => s.modes.push(md.mode),
+                PlaybackServer::Start(st) => {
+                    s.starts
+                        .push((st.channels, st.format.to_raw(), st.frequency, st.time))
+                }
+                PlaybackServer::Data(d) => {
+                    let start = s.starts.last().map_or(d.time, |st| st.3);
+                    s.data.push((d.time, start, d.data.0.clone()));
+                }
+                PlaybackServer::Volume(vo) => s.volumes.push(vo.volume.clone()),
+                PlaybackServer::Mute(mu) => s.mutes.push(mu.mute),
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// How far one of our playback timestamps may be, relative to its stream's `start`, from the
+/// reference's (one 10 ms buffer).
+pub const PLAYBACK_TIME_SLACK_MS: i64 = 10;
+
+/// The playback policy: the same mode, `start` format, data (raw: the same bytes; Opus: the
+/// same number of packets), timestamps that never go back and keep the reference's spacing
+/// from their `start`, and the same volume and mute.
+fn compare_playback(v: &mut ChannelVerdict, captured: &Channel, ours: &ChannelReplay) {
+    let r = Sound::of(
+        captured
+            .messages
+            .iter()
+            .filter(|m| m.dir == Direction::ServerToClient)
+            .filter_map(|m| m.decoded.as_ref().ok()),
+    );
+    let o = Sound::of(ours.replies.iter().filter_map(|m| m.decoded.as_ref().ok()));
+    if r.modes.first() != o.modes.first() {
+        v.add(
+            Status::Fails,
+            format!(
+                "mode {:?} where the reference chose {:?}",
+                o.modes.first().map(|m| m.name()),
+                r.modes.first().map(|m| m.name())
+            ),
+        );
+    }
+    let fmt = |s: &Sound| -> Vec<(u32, u16, u32)> {
+        s.starts.iter().map(|&(c, f, hz, _)| (c, f, hz)).collect()
+    };
+    if fmt(&r) != fmt(&o) {
+        v.add(
+            Status::Fails,
+            format!(
+                "start (channels, format, frequency): ours {:?}, the reference's {:?}",
+                fmt(&o),
+                fmt(&r)
+            ),
+        );
+    }
+    if r.data.len() != o.data.len() {
+        v.add(
+            Status::Fails,
+            format!(
+                "{} data messages where the reference sent {}",
+                o.data.len(),
+                r.data.len()
+            ),
+        );
+    }
+    let raw = r.modes.first() == Some(&AudioDataMode::Raw);
+    let pairs = r.data.iter().zip(&o.data).enumerate();
+    if raw {
+        if let Some((i, (a, b))) = pairs.clone().find(|(_, (a, b))| a.2 != b.2) {
+            v.add(
+                Status::Fails,
+                format!(
+                    "data #{i}: our raw PCM ({} bytes) differs from the reference's ({} bytes)",
+                    b.2.len(),
+                    a.2.len()
+                ),
+            );
+        }
+    } else if let Some((i, b)) = o
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.2.len() > spice_audio::opus::MAX_COMPRESSED_BYTES)
+    {
+        v.add(
+            Status::Fails,
+            format!(
+                "data #{i}: an Opus packet of {} bytes (at most {})",
+                b.2.len(),
+                spice_audio::opus::MAX_COMPRESSED_BYTES
+            ),
+        );
+    }
+    if let Some(w) = o
+        .data
+        .windows(2)
+        .find(|w| (w[1].0.wrapping_sub(w[0].0) as i32) < 0)
+    {
+        v.add(
+            Status::Fails,
+            format!("our data timestamps go back: {} then {}", w[0].0, w[1].0),
+        );
+    }
+    let offset = |d: &(u32, u32, Vec<u8>)| i64::from(d.0.wrapping_sub(d.1) as i32);
+    if let Some((i, (a, b))) = pairs
+        .clone()
+        .find(|(_, (a, b))| (offset(a) - offset(b)).abs() > PLAYBACK_TIME_SLACK_MS)
+    {
+        v.add(
+            Status::Fails,
+            format!(
+                "data #{i}: our timestamp is {} ms after its start, the reference's {} ms",
+                offset(b),
+                offset(a)
+            ),
+        );
+    }
+    if r.volumes != o.volumes || r.mutes != o.mutes {
+        v.add(
+            Status::Fails,
+            format!(
+                "volume/mute: ours {:?}/{:?}, the reference's {:?}/{:?}",
+                o.volumes, o.mutes, r.volumes, r.mutes
+            ),
+        );
+    }
+}
+
+/// The record policy: the same `start` format, volume and mute as the reference sent.
+fn compare_record(v: &mut ChannelVerdict, captured: &Channel, ours: &ChannelReplay) {
+    type Setup = (Vec<(u32, u16, u32)>, Vec<Vec<u16>>, Vec<u8>);
+    let of = |msgs: &mut dyn Iterator<Item = &AnyMessage>| -> Setup {
+        let mut s: Setup = Default::default();
+        for m in msgs {
+            match m {
+                AnyMessage::RecordServer(RecordServer::Start(st)) => {
+                    s.0.push((st.channels, st.format.to_raw(), st.frequency))
+                }
+                AnyMessage::RecordServer(RecordServer::Volume(vo)) => s.1.push(vo.volume.clone()),
+                AnyMessage::RecordServer(RecordServer::Mute(mu)) => s.2.push(mu.mute),
+                _ => {}
+            }
+        }
+        s
+    };
+    let r = of(&mut captured
+        .messages
+        .iter()
+        .filter(|m| m.dir == Direction::ServerToClient)
+        .filter_map(|m| m.decoded.as_ref().ok()));
+    let o = of(&mut ours.replies.iter().filter_map(|m| m.decoded.as_ref().ok()));
+    if r != o {
+        v.add(
+            Status::Fails,
+            format!("record set-up (starts, volumes, mutes): ours {o:?}, the reference's {r:?}"),
+        );
+    }
+}
+
+/// The record data our device received against the raw PCM the captured client sent (only
+/// when it sent raw data): the same frames, in order.
+pub fn compare_recorded(v: &mut ChannelVerdict, captured: &Channel, recorded: &[u32]) {
+    let mut raw = true;
+    let mut sent = Vec::new();
+    for m in captured
+        .messages
+        .iter()
+        .filter(|m| m.dir == Direction::ClientToServer)
+    {
+        match &m.decoded {
+            Ok(AnyMessage::RecordClient(RecordClient::Mode(md))) => {
+                raw = md.mode == AudioDataMode::Raw
+            }
+            Ok(AnyMessage::RecordClient(RecordClient::Data(d))) if raw => {
+                sent.extend(spice_audio::pcm::bytes_to_frames(&d.data.0))
+            }
+            _ => {}
+        }
+    }
+    if raw && !sent.is_empty() && recorded != sent.as_slice() {
+        v.add(
+            Status::Fails,
+            format!(
+                "our record device received {} frames; the captured client sent {} raw frames",
+                recorded.len(),
+                sent.len()
+            ),
+        );
+    }
 }
 
 /// The mouse mode the reference was in over time: (capture ms, mode) changes, from main.

@@ -8,6 +8,7 @@
 //! Must not: touch the network or the wall clock (a replay is a function of the capture and
 //! its options), or treat a capture it cannot fully replay as fatal (it says what it skipped).
 
+pub mod audio;
 pub mod compare;
 pub mod replay;
 pub mod report;
@@ -179,6 +180,13 @@ pub fn run_capture(path: &Path, opts: &RunOptions) -> CaptureReport {
             {
                 let expected = compare::expected_events(captured, &modes, t0);
                 compare::compare_events(&mut v, &expected, &rep.events);
+            }
+            if captured.channel_type == spice_proto::messages::ChannelType::Record
+                && ours.result == Some(spice_proto::link::LinkError::Ok)
+            {
+                if let Some(recorded) = &rep.recorded {
+                    compare::compare_recorded(&mut v, captured, recorded);
+                }
             }
             verdicts.push(v);
         }

@@ -82,6 +82,8 @@ pub struct SessionReplay {
     pub events: Vec<Record>,
     /// Simulated milliseconds the replay covered.
     pub duration_ms: u64,
+    /// The frames our record device received (None: no record channel was captured).
+    pub recorded: Option<Vec<u32>>,
 }
 
 enum Phase {
@@ -135,7 +137,19 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
             _ => {}
         }
     }
+    let captured_of = |t: ChannelType| {
+        session
+            .channels
+            .iter()
+            .filter(|c| c.channel_type == t)
+            .min_by_key(|c| c.channel_id)
+    };
+    let captured_playback = captured_of(ChannelType::Playback);
+    let captured_record = captured_of(ChannelType::Record);
     let cfg = Config {
+        // The reference's playback compression, as its mode choice shows.
+        playback_compression: !captured_playback
+            .is_some_and(crate::audio::reference_compression_off),
         ticketing: match &opts.password {
             Some(p) => Ticketing::Password {
                 password: p.clone(),
@@ -174,6 +188,19 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
     server.set_keyboard(Box::new(FakeKeyboard::new(log.clone())));
     server.set_mouse(Box::new(FakeMouse::new(log.clone())));
     server.set_tablet(Box::new(FakeTablet::new(log.clone())));
+    // The sound card: only when the reference served the channel (a VMM without a sound
+    // card offers neither), playing what the reference's guest played.
+    if let Some(c) = captured_playback {
+        server.set_playback_device(Box::new(crate::audio::ReplayPlayback::from_capture(
+            c,
+            |ts| ms_since(t0, ts),
+        )));
+    }
+    let record = captured_record
+        .map(|c| crate::audio::ReplayRecord::from_capture(Some(c), |ts| ms_since(t0, ts)));
+    if let Some(r) = &record {
+        server.set_record_device(Box::new(r.clone()));
+    }
     let mut rng = ChaCha20Rng::seed_from_u64(2);
 
     let mut rs: Vec<Replayer> = session
@@ -352,6 +379,7 @@ pub fn replay_session(session: &Session, t0: f64, opts: &ReplayOptions) -> Sessi
         channels: rs.into_iter().map(|r| r.out).collect(),
         events: log.records(),
         duration_ms: now,
+        recorded: record.map(|r| r.received()),
     }
 }
 

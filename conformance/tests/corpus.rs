@@ -75,4 +75,6 @@ fn each_breakage_fails_exactly_its_channel() {
     assert_eq!(newly(Breakage::WrongMouseMode), ["main:0"]);
     assert_eq!(newly(Breakage::NoMark), ["display:0"]);
     assert_eq!(newly(Breakage::NoCursorInit), ["cursor:0"]);
+    // The playback rules: the 10th buffer silently lost changes the data count and the PCM.
+    assert_eq!(newly(Breakage::DropPlaybackFrame), ["playback:0"]);
 }

@@ -26,7 +26,8 @@ pub struct ConformanceArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Test-only: replay against a deliberately broken server
-    /// (drop-key, reorder-inputs, wrong-caps, wrong-mouse-mode, no-mark, no-cursor-init).
+    /// (drop-key, reorder-inputs, wrong-caps, wrong-mouse-mode, no-mark, no-cursor-init,
+    /// drop-playback-frame).
     #[arg(long = "break", value_name = "NAME")]
     breakage: Option<Breakage>,
 }
