@@ -778,3 +778,111 @@ fn the_opus_decode_fuzz_body_decodes_real_packets() {
     let run = opus_decode(&opus_decode_input(1, &[vec![0; 1920], vec![0; 7]]));
     assert_eq!((run.delivered, run.record_closed), (480, true));
 }
+
+/// `latency` (`snd_set_playback_latency`): sent during playback to a client with the
+/// `LATENCY` cap; outside playback a larger latency moves main's multimedia time back.
+#[test]
+fn latency_goes_to_the_playback_client_during_playback_else_to_main() {
+    let mut r = rig();
+    let (main, sid) = link(&mut r.s, ChannelType::Main, 0, "", 0).unwrap();
+    let sid = sid.unwrap();
+    let (p, _, _) = link_with_caps(
+        &mut r.s,
+        ChannelType::Playback,
+        sid,
+        "",
+        0,
+        &[caps::playback::LATENCY],
+    )
+    .unwrap();
+    drain(&mut r.s, main.conn);
+    r.s.handle_timeout(1_000);
+    r.s.set_mm_time_latency(700);
+    let mm = messages::<MainServer>(&drain(&mut r.s, main.conn));
+    assert!(mm.contains(&MainServer::MultiMediaTime(1_000 - 700)));
+    assert!(!messages::<PlaybackServer>(&drain(&mut r.s, p.conn))
+        .iter()
+        .any(|m| matches!(m, PlaybackServer::Latency(_))));
+    r.play.borrow_mut().push_back((1_010, PlaybackCall::Start));
+    r.s.handle_timeout(1_010);
+    r.s.set_mm_time_latency(250);
+    let pm = messages::<PlaybackServer>(&drain(&mut r.s, p.conn));
+    assert!(pm.contains(&PlaybackServer::Latency(250)));
+    assert!(!messages::<MainServer>(&drain(&mut r.s, main.conn))
+        .iter()
+        .any(|m| matches!(m, MainServer::MultiMediaTime(_))));
+    // The playback client leaving while playing gives main the clock back.
+    r.s.handle_closed(p.conn, 1_100);
+    let mm = messages::<MainServer>(&drain(&mut r.s, main.conn));
+    assert!(mm.contains(&MainServer::MultiMediaTime(1_100 - 400)));
+}
+
+#[test]
+fn the_devices_wake_the_server_when_they_ask() {
+    let mut r = rig();
+    let (_main, p, _rec) = client(&mut r.s, &[], &[]);
+    r.play.borrow_mut().push_back((37, PlaybackCall::Start));
+    r.rec.borrow_mut().push_back((23, RecordCall::Start));
+    assert_eq!(r.s.poll_timeout(), Some(23));
+    r.s.handle_timeout(23);
+    assert_eq!(r.s.poll_timeout(), Some(37));
+    r.s.handle_timeout(37);
+    assert!(messages::<PlaybackServer>(&drain(&mut r.s, p.conn))
+        .iter()
+        .any(|m| matches!(m, PlaybackServer::Start(s) if s.time == 37)));
+}
+
+/// The playback client has no messages of its own: one closes its playback channel only.
+#[test]
+fn a_client_message_on_playback_closes_that_channel_only() {
+    let mut r = rig();
+    let (main, p, rec) = client(&mut r.s, &[], &[]);
+    let mut b = Vec::new();
+    frame(HeaderKind::Mini, 0, 101, &[1, 2, 3], &mut b);
+    r.s.handle_bytes(p.conn, &b, 5);
+    drain(&mut r.s, p.conn);
+    assert!(r.s.is_finished(p.conn));
+    assert!(open(&r.s, main) && open(&r.s, rec));
+    // A new playback link is served.
+    r.play.borrow_mut().push_back((10, PlaybackCall::Start));
+    r.play
+        .borrow_mut()
+        .push_back((20, PlaybackCall::Samples(buffer(0, 480))));
+    let (main2, sid) = link(&mut r.s, ChannelType::Main, 0, "", 6).unwrap();
+    let (p2, _) = link(&mut r.s, ChannelType::Playback, sid.unwrap(), "", 6).unwrap();
+    run_until(&mut r.s, 6, 30);
+    assert!(open(&r.s, main2));
+    assert_eq!(
+        data_of(&messages::<PlaybackServer>(&drain(&mut r.s, p2.conn))).len(),
+        1
+    );
+}
+
+/// A device that panics is removed with its channel; everything else goes on.
+#[test]
+fn a_panicking_playback_device_is_removed_and_nothing_else() {
+    struct Bomb;
+    impl PlaybackDevice for Bomb {
+        fn rate(&self) -> u32 {
+            48_000
+        }
+        fn run(&mut self, now_ms: u64) -> Vec<PlaybackCall> {
+            if now_ms >= 50 {
+                panic!("device bug");
+            }
+            vec![]
+        }
+        fn next_wakeup(&self) -> Option<u64> {
+            Some(50)
+        }
+    }
+    let mut r = rig();
+    r.s.set_playback_device(Box::new(Bomb));
+    let (main, p, rec) = client(&mut r.s, &[], &[]);
+    run_until(&mut r.s, 0, 60);
+    drain(&mut r.s, p.conn);
+    assert!(r.s.is_finished(p.conn));
+    assert!(open(&r.s, main) && open(&r.s, rec));
+    let (_, sid) = link(&mut r.s, ChannelType::Main, 0, "", 61).unwrap();
+    assert!(link(&mut r.s, ChannelType::Playback, sid.unwrap(), "", 61).is_err());
+}
