@@ -886,3 +886,73 @@ fn a_panicking_playback_device_is_removed_and_nothing_else() {
     let (_, sid) = link(&mut r.s, ChannelType::Main, 0, "", 61).unwrap();
     assert!(link(&mut r.s, ChannelType::Playback, sid.unwrap(), "", 61).is_err());
 }
+
+fn arb_call() -> impl Strategy<Value = PlaybackCall> {
+    prop_oneof![
+        1 => Just(PlaybackCall::Start),
+        1 => Just(PlaybackCall::Stop),
+        6 => (0usize..1_200).prop_map(|n| PlaybackCall::Samples(buffer(n as u32, n))),
+        1 => proptest::collection::vec(any::<u16>(), 0..300).prop_map(PlaybackCall::Volume),
+        1 => any::<bool>().prop_map(PlaybackCall::Mute),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Any sequence of device calls, with a client that reads at times and stalls at others,
+    /// in raw or Opus: the client's messages decode, `data` only between `start` and `stop`,
+    /// timestamps strictly increase (`start` included), the queue stays within its budget,
+    /// and every frame put while a stream runs is sent, queued or counted as dropped.
+    #[test]
+    fn playback_keeps_its_promises_under_any_device_calls(
+        steps in proptest::collection::vec((proptest::collection::vec(arb_call(), 0..6), 0u64..40, any::<bool>()), 1..60),
+        opus in any::<bool>(),
+        cap in 0usize..3_000,
+    ) {
+        let mut cfg = Config::default();
+        cfg.budgets.playback_queue_frames = cap;
+        let mut r = rig_with(cfg, 48_000, 48_000);
+        let c: &[u32] = if opus { &[caps::playback::OPUS] } else { &[] };
+        let (_main, p, _rec, rest) = client_with_rest(&mut r.s, c, &[]);
+        let mut bytes = rest;
+        let mut now = 0;
+        let mut put = 0u64;
+        for (calls, dt, read) in steps {
+            now += dt;
+            for call in calls {
+                if let PlaybackCall::Samples(f) = &call {
+                    put += f.len() as u64;
+                }
+                r.play.borrow_mut().push_back((now, call));
+            }
+            r.s.handle_timeout(now);
+            prop_assert!(r.s.playback_queued_frames() <= cap.max(480));
+            if read {
+                bytes.extend(drain(&mut r.s, p.conn));
+            }
+        }
+        bytes.extend(drain(&mut r.s, p.conn));
+        let mut playing = false;
+        let mut last: Option<u32> = None;
+        for m in messages::<PlaybackServer>(&bytes) {
+            let t = match &m {
+                PlaybackServer::Start(s) => { prop_assert!(!playing); playing = true; Some(s.time) }
+                PlaybackServer::Stop => { prop_assert!(playing); playing = false; None }
+                PlaybackServer::Data(d) => { prop_assert!(playing); Some(d.time) }
+                _ => None,
+            };
+            if let Some(t) = t {
+                prop_assert!(last.map_or(true, |l| t > l), "{t} after {last:?}");
+                last = Some(t);
+            }
+        }
+        let st = r.s.audio_stats();
+        prop_assert!(open(&r.s, p));
+        prop_assert_eq!(
+            st.playback_frames_sent + st.playback_frames_dropped + st.playback_frames_unheard
+                + r.s.playback_queued_frames() as u64,
+            put
+        );
+    }
+}
