@@ -3,7 +3,8 @@
 //! - [`server`]: the server object (sessions, connections, devices) as a sans-IO state machine.
 //! - [`net`]: the thin async shell that drives it over any `AsyncRead + AsyncWrite` streams.
 //! - [`link`]: the server side of the link stage and SPICE ticket auth.
-//! - [`channel`]: one state machine per channel connection, on a shared [`channel::core`].
+//! - [`channel`]: one state machine per channel connection, on a shared [`channel::core`]
+//!   (main, inputs, display, cursor, playback, record).
 //! - [`display`]: the display state all clients share.
 //! - [`qxl`]: QXL commands read from guest memory through memory slots, checked.
 //! - [`vdi`]: the traits a VMM implements for its devices.
@@ -22,4 +23,4 @@ pub mod testing;
 pub mod vdi;
 
 pub use budget::Budgets;
-pub use server::{Config, ConnId, ImageCompression, Server};
+pub use server::{AudioStats, Config, ConnId, ImageCompression, Server};

@@ -25,6 +25,13 @@
 //! at once; a main link past `max_sessions` and a channel link past `max_channels_per_session`
 //! get a link error. Each refusal logs the budget's name.
 //!
+//! Sound: the playback and record devices ([`Server::set_playback_device`],
+//! [`Server::set_record_device`]) run on the timer like the display device; their calls go to
+//! the one playback and the one record client (a newer link replaces the older, as
+//! `set_peer_common` does), and the multimedia time ([`crate::channel::main::MmTime`]) passes
+//! between main and playback as in `reds.cpp`. See [`crate::channel::playback`] and
+//! [`crate::channel::record`].
+//!
 //! Panics: a panic in one connection's work (its link stage, its channel, the devices it
 //! calls) closes that connection with an error log line; a panic in the devices' own
 //! servicing (display, keyboard LEDs) drops that device state and closes the channels that

@@ -73,7 +73,7 @@ pub const MM_TIME_DELTA: u32 = 400;
 /// `multi_media_time` whenever it is re-announced: playback stopped, or the latency grew);
 /// while one plays, the playback timestamps drive the client's clock and main stays quiet.
 #[derive(Debug, Clone)]
-pub(crate) struct MmTime {
+pub struct MmTime {
     /// The main channel owns the clock (no playback running).
     pub(crate) enabled: bool,
     /// `mm_time_latency`: what `multi_media_time` subtracts.
