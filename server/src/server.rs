@@ -404,9 +404,13 @@ impl Server {
     /// Attach the sound card's output (`spice_server_add_interface` with a
     /// `SpicePlaybackInstance`, its rate from `spice_server_set_playback_rate`): the main
     /// channel's list offers playback (id 0), and the device runs on the server's timer
-    /// ([`handle_timeout`](Self::handle_timeout), woken at its `next_wakeup`).
+    /// ([`handle_timeout`](Self::handle_timeout), woken at its `next_wakeup`). Attach it
+    /// before clients link: a linked client keeps the mode and rate it linked with.
     pub fn set_playback_device(&mut self, d: Box<dyn PlaybackDevice>) {
         self.boundary("set_playback_device", None, (), |s| {
+            // A device replaced while playing stops first (its client is told).
+            let now = s.now_ms;
+            s.playback_call(PlaybackCall::Stop, now);
             s.shared.playback.rate = d.rate();
             s.shared.playback.device = Some(d);
         })
@@ -416,6 +420,7 @@ impl Server {
     /// (id 0); decoded client audio goes to [`RecordDevice::samples`].
     pub fn set_record_device(&mut self, d: Box<dyn RecordDevice>) {
         self.boundary("set_record_device", None, (), |s| {
+            s.record_call(RecordCall::Stop);
             s.shared.record.rate = d.rate();
             s.shared.record.device = Some(d);
         })
