@@ -477,13 +477,13 @@ fn opus_playback_keeps_each_tone_within_1_hz_and_20_db_and_opus_record_keeps_the
         "--audio-seed",
         &seed,
         "--playback-script",
-        "0:start,4500:stop,4800:start",
+        "0:start,6000:stop,6300:start",
         "--audio-dump",
         dir.to_str().unwrap(),
         "--events-log",
         events.to_str().unwrap(),
     ]);
-    let report = run_client(server.port, &dir, 6.0, Some(&pcm_in));
+    let report = run_client(server.port, &dir, 7.5, Some(&pcm_in));
     eprintln!(
         "opus session: starts {} stops {} data messages {} record {} sent {}",
         report["playback_starts"],
@@ -596,9 +596,9 @@ fn opus_playback_keeps_each_tone_within_1_hz_and_20_db_and_opus_record_keeps_the
         .sum();
     let stop = pb.iter().find(|e| e["event"] == "audio_stop").unwrap();
     let frames = stop["frames"].as_u64().unwrap();
-    let due = 4500 * 48 - skipped;
+    let due = 6000 * 48 - skipped;
     assert!(
         frames <= due && frames + 480 > due,
-        "the first span (4.5 s, {skipped} frames skipped) logged {frames} frames"
+        "the first span (6 s, {skipped} frames skipped) logged {frames} frames"
     );
 }

@@ -77,7 +77,7 @@ struct Args {
     #[arg(long, value_name = "DEVICES", value_delimiter = ',')]
     audio: Vec<AudioDevice>,
     /// Seed of the playback program (the same seed plays the same samples).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "audio")]
     audio_seed: u64,
     /// The sound card's sample rate in Hz (8000..=192000; Opus is used only at 48000 and
     /// the other rates libopus runs at).
@@ -98,14 +98,24 @@ struct Args {
     /// `MS:ACTION[,MS:ACTION...]` with actions start, stop, mute, unmute, volume=L/R
     /// (0..=65535 each). Replaces the default `0:start`, e.g.
     /// `0:start,2000:volume=20000/30000,2500:mute,3000:unmute,4000:stop`.
-    #[arg(long, value_name = "SCRIPT", default_value = "0:start")]
+    #[arg(
+        long,
+        value_name = "SCRIPT",
+        default_value = "0:start",
+        requires = "audio"
+    )]
     playback_script: Script,
     /// The same for the record device (default `0:start`: capture from the start).
-    #[arg(long, value_name = "SCRIPT", default_value = "0:start")]
+    #[arg(
+        long,
+        value_name = "SCRIPT",
+        default_value = "0:start",
+        requires = "audio"
+    )]
     record_script: Script,
     /// Write the playback device's samples (DIR/playback.raw) and the record device's
     /// (DIR/record.raw) as raw S16LE stereo PCM while they flow.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", requires = "audio")]
     audio_dump: Option<PathBuf>,
 }
 
