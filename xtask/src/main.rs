@@ -36,7 +36,7 @@ enum Cmd {
     Render(render::Args),
     /// Run the deterministic simulator over seeds.
     Sim(sim::Args),
-    /// Run the benchmarks and print their tables (codecs, sim).
+    /// Run the benchmarks and print their tables (codecs, sim, audio).
     Bench(bench::Args),
     /// Fuzz: build the fuzz crates on stable, seed, run targets, triage crashes.
     Fuzz(fuzz::Args),
