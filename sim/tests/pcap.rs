@@ -60,6 +60,14 @@ fn simulated_traffic_reads_back_with_our_transcript_and_tshark() {
         .arg(&path)
         .args(["-d", "tcp.port==5900,spice", "-Y", "spice"])
         .args(["-T", "fields", "-e", "frame.number", "-e", "_ws.malformed"])
+        .args([
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "spice.message_type",
+            "-e",
+            "spice.message_size",
+        ])
         .output();
     let out = match tshark {
         Ok(o) => o,
@@ -79,9 +87,22 @@ fn simulated_traffic_reads_back_with_our_transcript_and_tshark() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let frames = text.lines().count();
+    // Wireshark's dissector reads a record client `mode` as 8 bytes ("size is incorrect,
+    // fixed later" in packet-spice.c) where spice.proto and spice-gtk make it 6 (time, mode,
+    // no data): every real record `mode` is "malformed" to tshark. That one frame shape is
+    // tolerated: client to server, its last message of type 102 with a 6-byte body (no other
+    // client message of type 102 is 6 bytes long).
+    let dissector_record_mode_quirk = |l: &str| {
+        let f: Vec<&str> = l.split('\t').collect();
+        f.get(2) == Some(&"5900")
+            && f.get(3)
+                .is_some_and(|t| t.rsplit(',').next() == Some("102"))
+            && f.get(4).is_some_and(|m| m.rsplit(',').next() == Some("6"))
+    };
     let malformed: Vec<&str> = text
         .lines()
         .filter(|l| l.split('\t').nth(1).is_some_and(|m| !m.is_empty()))
+        .filter(|l| !dissector_record_mode_quirk(l))
         .collect();
     assert!(frames > 20, "tshark saw only {frames} SPICE frames");
     assert!(
