@@ -14,40 +14,18 @@
 //! These need the Debian packages `gir1.2-spiceclientglib-2.0` and `python3-gi`. Without them
 //! the tests print why and pass, unless `CI` is set: CI installs them, so there they must run.
 
-use std::io::{BufRead, BufReader};
+mod common;
+use common::{real_client_available, ServerProc, PYTHON};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use spice_audio::analysis;
 use spice_audio::pcm;
 use spice_fake_devices::audio::{Program, Sound};
 
-const PYTHON: &str = "/usr/bin/python3";
 const SEED: u64 = 7;
-
-/// Whether the real client is usable; `false` (after printing why) means skip.
-fn real_client_available() -> bool {
-    let ok = Command::new(PYTHON)
-        .args([
-            "-c",
-            "import gi; gi.require_version('SpiceClientGLib', '2.0'); \
-             from gi.repository import SpiceClientGLib",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "CI is set but SpiceClientGLib (python3-gi, gir1.2-spiceclientglib-2.0) is missing"
-            );
-        }
-        eprintln!("skipped: SpiceClientGLib for {PYTHON} is not installed (apt-get install python3-gi gir1.2-spiceclientglib-2.0)");
-    }
-    ok
-}
 
 /// The scripted client: connects, opens every channel, keeps what the playback channel
 /// delivers (one file per `playback-start`), the volume and mute it is told, and after
@@ -158,43 +136,6 @@ else:
 print(json.dumps(rep))
 sys.exit(1 if rep["errors"] else 0)
 "#;
-
-/// A running `spice-server`, killed on drop.
-struct ServerProc {
-    child: Child,
-    port: u16,
-}
-
-impl ServerProc {
-    fn start(args: &[&str]) -> ServerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spice-server"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start spice-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read spice-server's first line");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        ServerProc { child, port }
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("spice-rs-audio-{name}-{}", std::process::id()));

@@ -5,74 +5,11 @@
 //! the tests print why and pass, unless `CI` is set: CI installs them, so there they must run.
 
 mod common;
-use common::{read_ppm, snapshot_rgb, tool_available};
+use common::{read_ppm, real_client_available, snapshot_rgb, tool_available, ServerProc, PYTHON};
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const PYTHON: &str = "/usr/bin/python3";
-
-/// Whether the real client is usable; `false` (after printing why) means skip.
-fn real_client_available() -> bool {
-    let ok = Command::new(PYTHON)
-        .args([
-            "-c",
-            "import gi; gi.require_version('SpiceClientGLib', '2.0'); \
-             from gi.repository import SpiceClientGLib",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "CI is set but SpiceClientGLib (python3-gi, gir1.2-spiceclientglib-2.0) is missing"
-            );
-        }
-        eprintln!("skipped: SpiceClientGLib for {PYTHON} is not installed (apt-get install python3-gi gir1.2-spiceclientglib-2.0)");
-    }
-    ok
-}
-
-/// A running `spice-server`, killed on drop.
-struct ServerProc {
-    child: Child,
-    port: u16,
-}
-
-impl ServerProc {
-    fn start(args: &[&str]) -> ServerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spice-server"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start spice-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read spice-server's first line");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
-        ServerProc { child, port }
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Run the scripted client with `plan` (the `uri` is filled in); returns its JSON report and
 /// whether it exited 0.

@@ -1,8 +1,10 @@
-//! Helpers the real-client tests share: reading spicy-screenshot's PPM and our `--snapshot`.
+//! Helpers the real-client tests share: the real client's availability, a running
+//! `spice-server`, reading spicy-screenshot's PPM and our `--snapshot`.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// A binary PPM (P6, maxval 255) as (width, height, RGB bytes).
 pub fn read_ppm(path: &Path) -> (u32, u32, Vec<u8>) {
@@ -65,4 +67,66 @@ pub fn tool_available(tool: &str, package: &str) -> bool {
         eprintln!("skipped: {tool} not installed (apt-get install {package})");
     }
     ok
+}
+
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether the real client is usable; `false` (after printing why) means skip.
+pub fn real_client_available() -> bool {
+    let ok = Command::new(PYTHON)
+        .args([
+            "-c",
+            "import gi; gi.require_version('SpiceClientGLib', '2.0'); \
+             from gi.repository import SpiceClientGLib",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "CI is set but SpiceClientGLib (python3-gi, gir1.2-spiceclientglib-2.0) is missing"
+            );
+        }
+        eprintln!("skipped: SpiceClientGLib for {PYTHON} is not installed (apt-get install python3-gi gir1.2-spiceclientglib-2.0)");
+    }
+    ok
+}
+
+/// A running `spice-server`, killed on drop.
+pub struct ServerProc {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl ServerProc {
+    pub fn start(args: &[&str]) -> ServerProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spice-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start spice-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read spice-server's first line");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        ServerProc { child, port }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
