@@ -7,9 +7,9 @@
 //! test prints why and passes, unless `CI` is set: CI installs them, so there it must run.
 
 mod common;
-use common::{read_ppm, snapshot_rgb, tool_available};
+use common::{listening_port, read_ppm, snapshot_rgb, tool_available};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,16 +43,7 @@ impl LimitedServer {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start spice-server under prlimit");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read spice-server's first line");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = listening_port(&mut child);
         LimitedServer { child, port, log }
     }
 

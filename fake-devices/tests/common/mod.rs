@@ -100,6 +100,20 @@ pub struct ServerProc {
     pub port: u16,
 }
 
+/// The port a started `spice-server` prints on its first line (`listening on ADDR`).
+pub fn listening_port(child: &mut Child) -> u16 {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read spice-server's first line");
+    line.trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
 impl ServerProc {
     pub fn start(args: &[&str]) -> ServerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spice-server"))
@@ -109,17 +123,7 @@ impl ServerProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start spice-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read spice-server's first line");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        let port = listening_port(&mut child);
         ServerProc { child, port }
     }
 }
